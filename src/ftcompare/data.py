@@ -1,0 +1,195 @@
+"""One LightningDataModule for text classification: IMDb by default, any HF dataset or local file.
+
+Every strategy sees the same split: de-duplicated by text, stratified by label, drawn with a
+fixed seed. Tokenised splits live in the `datasets` cache, so a second run does not re-tokenise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
+from datasets.fingerprint import Hasher
+from torch.utils.data import DataLoader
+from transformers import AutoTokenizer, DataCollatorWithPadding
+
+from ftcompare.config import ConfigError
+from ftcompare.models import load_pretrained
+
+_FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+class TextClassificationDataModule(L.LightningDataModule):
+    """Loads, de-duplicates, splits and tokenises a labelled text dataset."""
+
+    def __init__(
+        self,
+        source: dict[str, Any],
+        tokenizer: str,
+        label_names: list[str],
+        text_column: str = "text",
+        label_column: str = "label",
+        pool_split: str = "train",
+        test_split: str | None = None,
+        where: dict[str, Any] | None = None,
+        train_size: int = 4000,
+        val_size: int = 1000,
+        test_size: int = 1000,
+        split_seed: int = 42,
+        max_length: int = 256,
+        batch_size: int = 16,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.tokenizer = load_pretrained(AutoTokenizer, tokenizer)
+        self.collate = DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=8)
+        self.splits: DatasetDict | None = None
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.hparams.label_names)
+
+    def _load(self) -> DatasetDict:
+        source = dict(self.hparams.source)
+        files = source.get("data_files")
+        if files is not None:
+            paths = list(files.values()) if isinstance(files, dict) else [files]
+            for path in paths:
+                if not Path(path).expanduser().is_file():
+                    raise ConfigError(
+                        f"data.source.data_files={path!r} does not exist. Fix: point it at a CSV, JSON or "
+                        "Parquet file with a text and a label column, or use data=imdb (embedded)"
+                    )
+            if source.get("path") is None:
+                suffix = Path(paths[0]).suffix.lower()
+                if suffix not in _FILE_BUILDERS:
+                    raise ConfigError(
+                        f"data.source.data_files={paths[0]!r}: unknown file type {suffix!r}. "
+                        f"Fix: use one of {sorted(_FILE_BUILDERS)} or set data.source.path=csv|json|parquet"
+                    )
+                source["path"] = _FILE_BUILDERS[suffix]
+        try:
+            loaded = load_dataset(**source)
+        except (OSError, ConnectionError) as err:
+            raise ConfigError(
+                f"data.source.path={source.get('path')!r} could not be loaded ({type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''}). Fix: with no network use data=imdb "
+                "(embedded) or data=files data.source.data_files=<local file>"
+            ) from err
+        except ValueError as err:  # pandas/arrow parse errors surface as ValueError subclasses
+            raise ConfigError(f"data.source={source!r} could not be parsed: {err}") from err
+        return loaded
+
+    def _prepare(self, ds: Dataset, split: str) -> Dataset:
+        """Filter rows, check columns and labels, rename to `text` / `labels` as ClassLabel."""
+        hp = self.hparams
+        missing = [c for c in (hp.text_column, hp.label_column) if c not in ds.column_names]
+        if missing:
+            raise ConfigError(
+                f"data split {split!r} has no column(s) {missing}; it has {ds.column_names}. "
+                "Fix: set data.text_column / data.label_column"
+            )
+        for column, value in (hp.where or {}).items():
+            ds = ds.filter(lambda v, value=value: v == value, input_columns=column)
+        ds = ds.select_columns([hp.text_column, hp.label_column])
+        ds = ds.filter(lambda t: isinstance(t, str) and t.strip() != "", input_columns=hp.text_column)
+        names = list(hp.label_names)
+        found = set(ds.unique(hp.label_column))
+        if found <= set(names):  # string labels: map to their index in label_names
+            ds = ds.map(lambda v: {hp.label_column: names.index(v)}, input_columns=hp.label_column)
+        elif not found <= set(range(len(names))):
+            raise ConfigError(
+                f"data column {hp.label_column!r} has labels {sorted(map(str, found))} outside the label set "
+                f"{names} (indices 0..{len(names) - 1}). Fix: set data.label_names to match the data"
+            )
+        ds = ds.rename_columns({hp.text_column: "text", hp.label_column: "labels"})
+        return ds.cast_column("labels", ClassLabel(names=names))
+
+    @staticmethod
+    def _dedup(ds: Dataset, exclude: set[str] | None = None) -> Dataset:
+        """Keep the first occurrence of each text (and none that appear in `exclude`)."""
+        seen = set(exclude or ())
+        keep = []
+        for i, text in enumerate(ds["text"]):
+            if text not in seen:
+                seen.add(text)
+                keep.append(i)
+        return ds.select(keep)
+
+    def _split(self, loaded: DatasetDict) -> DatasetDict:
+        hp = self.hparams
+        for name in filter(None, (hp.pool_split, hp.test_split)):
+            if name not in loaded:
+                raise ConfigError(f"data.pool_split/test_split={name!r} is not one of {list(loaded)}")
+        pool = self._dedup(self._prepare(loaded[hp.pool_split], hp.pool_split))
+        if hp.test_split:
+            test_pool = self._dedup(self._prepare(loaded[hp.test_split], hp.test_split), set(pool["text"]))
+            _check_fits("test_size", hp.test_size, len(test_pool), hp.test_split)
+            test = self._draw(test_pool, hp.test_size)[1]
+            _check_fits("train_size + val_size", hp.train_size + hp.val_size, len(pool), hp.pool_split)
+        else:
+            need = hp.train_size + hp.val_size + hp.test_size
+            _check_fits("train_size + val_size + test_size", need, len(pool), hp.pool_split)
+            pool, test = self._draw(pool, hp.test_size)
+        train, val = self._draw(pool, hp.val_size, hp.train_size)
+        return DatasetDict(train=train, validation=val, test=test)
+
+    def _draw(self, ds: Dataset, size: int, rest_size: int | None = None) -> tuple[Dataset | None, Dataset]:
+        """Draw `size` rows stratified by label; return (rest, drawn), rest capped at `rest_size`."""
+        if size == len(ds):
+            return None, ds.shuffle(seed=self.hparams.split_seed)
+        try:
+            parts = ds.train_test_split(
+                test_size=size, train_size=rest_size, stratify_by_column="labels", seed=self.hparams.split_seed
+            )
+        except ValueError as err:
+            raise ConfigError(f"cannot stratify a split of {size} rows by label ({err}). Fix: use larger split sizes") from err
+        return parts["train"], parts["test"]
+
+    def _tokenize(self, ds: Dataset) -> Dataset:
+        hp = self.hparams
+        fingerprint = Hasher.hash([ds._fingerprint, self.tokenizer.name_or_path, type(self.tokenizer).__name__, hp.max_length])
+        return ds.map(
+            lambda batch: self.tokenizer(batch["text"], truncation=True, max_length=hp.max_length),
+            batched=True,
+            remove_columns=["text"],
+            new_fingerprint=fingerprint,
+            desc="Tokenising",
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is None:
+            self.splits = DatasetDict({k: self._tokenize(v) for k, v in self._split(self._load()).items()})
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        assert self.splits is not None, "call setup() first"
+        hp = self.hparams
+        return DataLoader(
+            self.splits[split].with_format("torch"),
+            batch_size=hp.batch_size if shuffle else (hp.eval_batch_size or 2 * hp.batch_size),
+            shuffle=shuffle,
+            collate_fn=self.collate,
+            num_workers=hp.num_workers,
+            persistent_workers=hp.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+def _check_fits(setting: str, need: int, have: int, split: str) -> None:
+    if need > have:
+        raise ConfigError(
+            f"data.{setting.replace(' + ', ' + data.')} = {need} does not fit: split {split!r} has {have} unique "
+            "labelled texts after de-duplication. Fix: lower the split sizes"
+        )

@@ -1,0 +1,122 @@
+"""Model loading and architecture introspection.
+
+Strategies must work on BERT, DistilBERT and RoBERTa alike, so the encoder layers, the attention
+query/value projections and the classification head are found from the model itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, PreTrainedModel
+
+from ftcompare.config import ConfigError
+
+# Leaf names of the attention query/value projections across encoder families.
+_QUERY_VALUE_NAMES = (("query", "value"), ("q_lin", "v_lin"), ("q_proj", "v_proj"), ("query_proj", "value_proj"))
+# Config attribute that holds the attention-probability dropout, per family.
+_ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")
+
+
+def load_pretrained(loader: Any, name_or_path: str, **kwargs: Any) -> Any:
+    """`loader.from_pretrained` with one clear message when the weights cannot be had."""
+    try:
+        return loader.from_pretrained(name_or_path, **kwargs)
+    except OSError as err:
+        if Path(name_or_path).expanduser().exists():
+            raise ConfigError(
+                f"model.name_or_path={name_or_path!r} exists but is not a loadable Hugging Face model folder "
+                f"({str(err).splitlines()[0]}). Fix: point it at a folder written by save_pretrained"
+            ) from err
+        raise ConfigError(
+            f"model.name_or_path={name_or_path!r} is not a local folder and could not be fetched from the "
+            "Hugging Face Hub (no network, or no such model). Fix: use model=minilm (embedded) or "
+            "model.name_or_path=/path/to/a/local/model"
+        ) from err
+
+
+def load_model(loader: Any, name_or_path: str, attention_dropout: float | None = None, **kwargs: Any) -> PreTrainedModel:
+    """Load a model; `attention_dropout` sets the attention-probability dropout of any family."""
+    if attention_dropout is not None:
+        config = load_pretrained(AutoConfig, name_or_path)
+        key = next((k for k in _ATTENTION_DROPOUT_KEYS if hasattr(config, k)), None)
+        if key is None:
+            raise ConfigError(
+                f"model.attention_dropout is not supported for model_type={config.model_type!r}. "
+                "Fix: model.attention_dropout=null"
+            )
+        kwargs[key] = attention_dropout
+    return load_pretrained(loader, name_or_path, **kwargs)
+
+
+@dataclass
+class Anatomy:
+    """Where the parts of a sequence classifier live."""
+
+    embeddings: nn.Module
+    layers: nn.ModuleList  # bottom to top
+    head: list[str]  # module names of the classification head (incl. a pooler)
+    query_value: tuple[str, str]  # leaf names of the attention query/value projections
+
+
+def anatomy(model: PreTrainedModel) -> Anatomy:
+    """Find embeddings, encoder layers, head and q/v projection names of an encoder classifier."""
+    base = model.base_model
+    n_layers = getattr(model.config, "num_hidden_layers", None)
+    layers = next(
+        (m for m in base.modules() if isinstance(m, nn.ModuleList) and len(m) == n_layers and n_layers), None
+    )
+    embeddings = getattr(base, "embeddings", None)
+    if layers is None or embeddings is None:
+        raise ConfigError(
+            f"model_type={model.config.model_type!r}: cannot find the embeddings and {n_layers} encoder layers. "
+            "Fix: use a BERT-like encoder (BERT, DistilBERT, RoBERTa, ...)"
+        )
+    head = [name for name, child in model.named_children() if child is not base and _has_params(child)]
+    prefix = next(name for name, child in model.named_children() if child is base)
+    head += [
+        f"{prefix}.{name}"
+        for name, child in base.named_children()
+        if child is not embeddings and not any(m is layers for m in child.modules()) and _has_params(child)
+    ]
+    leaves = {name.rsplit(".", 1)[-1] for name, m in layers[0].named_modules() if isinstance(m, nn.Linear)}
+    query_value = next((pair for pair in _QUERY_VALUE_NAMES if set(pair) <= leaves), None)
+    if query_value is None:
+        raise ConfigError(
+            f"model_type={model.config.model_type!r}: no attention query/value projections among {sorted(leaves)}. "
+            "Fix: set strategy.target_modules to the projection names"
+        )
+    return Anatomy(embeddings, layers, head, query_value)
+
+
+def _has_params(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters())
+
+
+class PooledClassifier(nn.Module):
+    """A backbone's pooled output (mean over tokens or [CLS]) fed to a small MLP head."""
+
+    def __init__(self, backbone: PreTrainedModel, num_labels: int, pooling: str = "mean",
+                 hidden_dims: tuple[int, ...] = (256,), dropout: float = 0.1) -> None:
+        super().__init__()
+        if pooling not in ("mean", "cls"):
+            raise ConfigError(f"strategy.pooling={pooling!r} is invalid. Fix: strategy.pooling=mean or cls")
+        if getattr(backbone, "pooler", None) is not None:
+            backbone.pooler = None  # unused here: keep it out of the parameter counts
+        self.backbone, self.pooling = backbone, pooling
+        dims = [backbone.config.hidden_size, *hidden_dims]
+        blocks: list[nn.Module] = []
+        for d_in, d_out in zip(dims, dims[1:]):
+            blocks += [nn.Dropout(dropout), nn.Linear(d_in, d_out), nn.GELU()]
+        self.head = nn.Sequential(*blocks, nn.Dropout(dropout), nn.Linear(dims[-1], num_labels))
+
+    def pool(self, **inputs: torch.Tensor) -> torch.Tensor:
+        hidden = self.backbone(**inputs).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)

@@ -1,0 +1,216 @@
+"""The fine-tuning strategies. Each is a LightningModule; the base holds everything they share.
+
+A strategy only says which parameters train and how: `full` trains everything, `frozen` trains an
+MLP head on a frozen backbone's pooled output, `lora` trains peft LoRA adapters on the attention
+query/value projections plus the head, `gradual` unfreezes encoder layers top-down on a schedule.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, TaskType, get_peft_model
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+from torchmetrics import AUROC, Accuracy, F1Score, MaxMetric, MetricCollection
+from transformers import AutoModel, AutoModelForSequenceClassification, PreTrainedModel, get_linear_schedule_with_warmup
+
+from ftcompare.callbacks import GradualUnfreeze
+from ftcompare.config import ConfigError
+from ftcompare.models import PooledClassifier, anatomy, load_model
+
+
+def linear_warmup_decay(optimizer: Optimizer, num_training_steps: int, warmup_ratio: float = 0.06) -> LRScheduler:
+    """Linear warm-up over `warmup_ratio` of the steps, then linear decay to zero."""
+    warmup = math.ceil(warmup_ratio * num_training_steps)
+    return get_linear_schedule_with_warmup(optimizer, warmup, num_training_steps)
+
+
+class FineTuningStrategy(L.LightningModule):
+    """Shared forward, loss, metrics, optimizer/schedule and parameter counts."""
+
+    name: ClassVar[str]
+
+    def __init__(
+        self,
+        model: dict[str, Any],
+        label_names: list[str],
+        optimizer: Callable[[Iterable[dict]], Optimizer],
+        scheduler: Callable[..., LRScheduler] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
+        self.model_cfg, self.label_names = dict(model), list(label_names)
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        n = len(self.label_names)
+        kind = {"task": "binary"} if n == 2 else {"task": "multiclass", "num_classes": n}
+        scores = MetricCollection({"acc": Accuracy(**kind), "f1": F1Score(**kind, average="macro"), "auroc": AUROC(**kind)})
+        self.train_acc = Accuracy(**kind)
+        self.val_metrics = scores.clone(prefix="val/")
+        self.test_metrics = scores.clone(prefix="test/")
+        self.val_acc_best = MaxMetric()
+
+    # -- model -------------------------------------------------------------------------------------
+    def load_classifier(self) -> PreTrainedModel:
+        """The selected model with its native sequence-classification head, in train mode.
+
+        `from_pretrained` returns eval mode and Lightning keeps a module's mode, so without this
+        dropout would silently be off during training.
+        """
+        model = load_model(
+            AutoModelForSequenceClassification,
+            **self.model_cfg,
+            num_labels=len(self.label_names),
+            id2label=dict(enumerate(self.label_names)),
+            label2id={name: i for i, name in enumerate(self.label_names)},
+        )
+        return model.train()
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(**_inputs(batch)).logits
+
+    def parameter_counts(self) -> tuple[int, int]:
+        """(trainable, total) parameters right now."""
+        params = list(self.parameters())
+        return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+    # -- optimisation --------------------------------------------------------------------------------
+    @staticmethod
+    def param_groups(named_params: Iterable[tuple[str, nn.Parameter]], **group: Any) -> list[dict[str, Any]]:
+        """Trainable params split so biases and norm weights (1-D) get no weight decay."""
+        decay, no_decay = [], []
+        for _, p in named_params:
+            if p.requires_grad:
+                (decay if p.ndim >= 2 else no_decay).append(p)
+        groups = [{"params": decay, **group}, {"params": no_decay, "weight_decay": 0.0, **group}]
+        return [g for g in groups if g["params"]]
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.param_groups(self.named_parameters()))
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer, num_training_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- steps ---------------------------------------------------------------------------------------
+    def _scores(self, logits: torch.Tensor) -> torch.Tensor:
+        probs = logits.float().softmax(-1)
+        return probs[:, 1] if len(self.label_names) == 2 else probs
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self(batch)
+        loss = F.cross_entropy(logits.float(), batch["labels"])
+        self.train_acc(self._scores(logits), batch["labels"])
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(logits))
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(logits))
+        return loss
+
+    def _eval_step(self, batch: dict[str, torch.Tensor], metrics: MetricCollection, stage: str) -> None:
+        logits = self(batch)
+        loss = F.cross_entropy(logits.float(), batch["labels"])
+        metrics.update(self._scores(logits), batch["labels"])
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=stage == "val", batch_size=len(logits))
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics, "test")
+
+    def on_train_start(self) -> None:
+        self.val_acc_best.reset()  # forget the sanity-check batches
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        self.val_metrics.reset()
+        self.log_dict(values, prog_bar=False)
+        self.val_acc_best(values["val/acc"])
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute())
+        self.test_metrics.reset()
+
+
+def _inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in batch.items() if k != "labels"}
+
+
+class FullFineTuning(FineTuningStrategy):
+    """Every parameter trains."""
+
+    name = "full"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model = self.load_classifier()
+
+
+class FrozenBackbone(FineTuningStrategy):
+    """Backbone frozen in eval mode, run without a graph; only an MLP over its pooled output trains."""
+
+    name = "frozen"
+
+    def __init__(self, pooling: str = "mean", head_hidden_dims: tuple[int, ...] = (256,),
+                 head_dropout: float = 0.1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        backbone = load_model(AutoModel, **self.model_cfg).requires_grad_(False).eval()
+        self.model = PooledClassifier(backbone, len(self.label_names), pooling, tuple(head_hidden_dims), head_dropout)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        with torch.no_grad():
+            features = self.model.pool(**_inputs(batch))
+        return self.model.head(features)
+
+    def train(self, mode: bool = True) -> FrozenBackbone:
+        """Keep the backbone in eval mode (no dropout) whatever Lightning asks of the module."""
+        super().train(mode)
+        self.model.backbone.eval()
+        return self
+
+
+class LoRA(FineTuningStrategy):
+    """peft LoRA on the attention query/value projections; base weights frozen; the head trains."""
+
+    name = "lora"
+
+    def __init__(self, r: int = 8, alpha: int = 16, dropout: float = 0.1,
+                 target_modules: list[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if r < 1:
+            raise ConfigError(f"strategy.r={r} is invalid: the LoRA rank must be >= 1. Fix: e.g. strategy.r=8")
+        model = self.load_classifier()
+        parts = anatomy(model)
+        config = LoraConfig(
+            task_type=TaskType.SEQ_CLS,
+            r=r,
+            lora_alpha=alpha,
+            lora_dropout=dropout,
+            target_modules=list(target_modules or parts.query_value),
+            modules_to_save=parts.head,  # e.g. DistilBERT's pre_classifier, BERT's pooler
+        )
+        self.model = get_peft_model(model, config)
+
+
+class GradualUnfreezing(FineTuningStrategy):
+    """Head first, then encoder layers top-down every `unfreeze_every` epochs (a BaseFinetuning callback)."""
+
+    name = "gradual"
+
+    def __init__(self, unfreeze_every: int = 1, lr_decay: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if unfreeze_every < 1:
+            raise ConfigError(
+                f"strategy.unfreeze_every={unfreeze_every} never unfreezes anything. Fix: strategy.unfreeze_every=1"
+            )
+        self.model = self.load_classifier()
+        self.unfreeze = GradualUnfreeze(unfreeze_every, lr_decay)
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        return [self.unfreeze]

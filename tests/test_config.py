@@ -1,0 +1,85 @@
+"""Every option of every config group composes, resolves and (where no network or GPU is needed) instantiates."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from conftest import ROOT
+from ftcompare.config import ConfigError, validate
+from ftcompare.data import TextClassificationDataModule
+from ftcompare.strategies import FineTuningStrategy
+from ftcompare.training import build_module, build_trainer
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
+
+
+def test_config_groups_mirror_the_code():
+    for group in ("strategy", "model", "data", "callbacks", "logger", "trainer", "experiment", "debug"):
+        assert options(group), f"conf/{group}/ is empty"
+    assert options("strategy") == ["frozen", "full", "gradual", "lora"]
+
+
+@pytest.mark.parametrize("group", ["model", "data", "trainer", "callbacks", "logger", "debug", "experiment"])
+def test_every_option_composes_and_resolves(compose_cfg, group):
+    for option in options(group):
+        overrides = [f"{group}={option}"]
+        if option == "files":
+            overrides.append("data.source.data_files=x.csv")
+        cfg = compose_cfg(*overrides)
+        OmegaConf.resolve(cfg)
+        validate(cfg)
+
+
+@pytest.mark.parametrize("strategy", ["full", "frozen", "lora", "gradual"])
+def test_every_strategy_instantiates_with_its_own_learning_rate(compose_cfg, tiny_models, strategy):
+    cfg = compose_cfg(f"strategy={strategy}", f"model.name_or_path={tiny_models['bert']}")
+    module = build_module(cfg)
+    assert isinstance(module, FineTuningStrategy) and module.name == strategy
+    trainable, total = module.parameter_counts()
+    assert 0 < trainable <= total
+    assert cfg.optimizer.lr == {"full": 1e-4, "frozen": 2e-3, "lora": 1e-3, "gradual": 5e-4}[strategy]
+
+
+@pytest.mark.parametrize("data", ["imdb", "imdb_hub", "files"])
+def test_data_options_instantiate(compose_cfg, tiny_models, data):
+    extra = ["data.source.data_files=x.csv"] if data == "files" else []
+    cfg = compose_cfg(f"data={data}", f"model.name_or_path={tiny_models['bert']}", *extra)
+    dm = instantiate(cfg.data, _convert_="all")
+    assert isinstance(dm, TextClassificationDataModule) and dm.num_labels == 2
+
+
+@pytest.mark.parametrize("trainer", ["default", "cpu"])
+def test_trainer_callbacks_and_logger_instantiate(compose_cfg, trainer):
+    cfg = compose_cfg(f"trainer={trainer}")
+    built = build_trainer(cfg)
+    assert isinstance(built, L.Trainer)
+    names = {type(c).__name__ for c in built.callbacks}
+    assert {"ModelCheckpoint", "CostMonitor", "LearningRateMonitor", "TQDMProgressBar"} <= names
+    assert type(built.logger).__name__ == "TensorBoardLogger"
+
+
+def test_auto_precision_matches_the_hardware(compose_cfg):
+    from ftcompare.config import cpu_supports_bf16
+
+    precision = compose_cfg().trainer.precision
+    if torch.cuda.is_available():
+        assert precision == ("bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true")
+    else:
+        assert precision == ("bf16-mixed" if cpu_supports_bf16() else "32-true")
+
+
+@pytest.mark.parametrize(
+    ("override", "setting"),
+    [("optimizer.lr=-1e-4", "optimizer.lr"), ("optimizer.lr=abc", "optimizer.lr"),
+     ("data.batch_size=0", "data.batch_size"), ("trainer.max_epochs=0", "trainer.max_epochs"),
+     ("data.max_length=4", "data.max_length"), ("model.name_or_path=./missing", "model.name_or_path")],
+)
+def test_validate_names_the_setting(compose_cfg, override, setting):
+    with pytest.raises(ConfigError, match=setting):
+        validate(compose_cfg(override))

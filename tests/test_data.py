@@ -1,0 +1,100 @@
+"""The data module: sizes, stratification, disjoint splits, determinism, caching and bad input."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from ftcompare.config import ConfigError, embedded_model_path
+from ftcompare.data import TextClassificationDataModule
+
+
+def make_dm(data_files: str, **kwargs) -> TextClassificationDataModule:
+    args = {
+        "source": {"path": None, "data_files": data_files},
+        "tokenizer": embedded_model_path(),
+        "label_names": ["negative", "positive"],
+        "train_size": 100,
+        "val_size": 40,
+        "test_size": 40,
+        "max_length": 32,
+        **kwargs,
+    }
+    return TextClassificationDataModule(**args)
+
+
+def write_csv(path: Path, rows: list[tuple[str, object]], header=("text", "label")) -> str:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return str(path)
+
+
+def texts(dm: TextClassificationDataModule, split: str) -> list[str]:
+    tok = dm.tokenizer
+    return [tok.decode(ids, skip_special_tokens=True) for ids in dm.splits[split]["input_ids"]]
+
+
+def test_splits_have_the_configured_sizes_are_stratified_and_disjoint(reviews_csv):
+    dm = make_dm(reviews_csv)
+    dm.setup()
+    sizes = {k: len(v) for k, v in dm.splits.items()}
+    assert sizes == {"train": 100, "validation": 40, "test": 40}
+    for split, n in sizes.items():
+        labels = dm.splits[split]["labels"]
+        assert abs(sum(labels) - n / 2) <= 1, f"{split} is not stratified"
+    seen = [set(texts(dm, s)) for s in ("train", "validation", "test")]
+    assert not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["input_ids"].shape[1] <= 32 and batch["input_ids"].shape[1] % 8 == 0  # dynamic padding
+    assert set(batch) >= {"input_ids", "attention_mask", "labels"}
+
+
+def test_split_is_deterministic_and_changes_with_the_seed(reviews_csv):
+    first, second, other = make_dm(reviews_csv), make_dm(reviews_csv), make_dm(reviews_csv, split_seed=7)
+    for dm in (first, second, other):
+        dm.setup()
+    assert texts(first, "train") == texts(second, "train")
+    assert texts(first, "test") == texts(second, "test")
+    assert set(texts(first, "test")) != set(texts(other, "test"))
+    # the second setup reuses the tokenised cache instead of re-tokenising
+    assert first.splits["train"].cache_files == second.splits["train"].cache_files != []
+
+
+def test_duplicates_never_cross_splits(tmp_path):
+    rows = [(f"review number {i} {'good' if i % 2 else 'bad'}", i % 2) for i in range(60)]
+    rows += rows[:30]  # every one of the first 30 reviews appears twice
+    dm = make_dm(write_csv(tmp_path / "dups.csv", rows), train_size=40, val_size=10, test_size=10)
+    dm.setup()
+    all_texts = [t for s in ("train", "validation", "test") for t in texts(dm, s)]
+    assert len(all_texts) == len(set(all_texts)) == 60
+
+
+def test_string_labels_are_mapped_to_label_names(tmp_path):
+    rows = [(f"text {i}", "positive" if i % 2 else "negative") for i in range(40)]
+    dm = make_dm(write_csv(tmp_path / "s.csv", rows), train_size=20, val_size=10, test_size=10)
+    dm.setup()
+    assert sorted(set(dm.splits["train"]["labels"])) == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("rows", "kwargs", "message"),
+    [
+        ([(f"t{i}", i % 3) for i in range(30)], {}, "outside the label set"),
+        ([(f"t{i}", i % 2) for i in range(30)], {"train_size": 100}, "does not fit"),
+        ([(f"t{i}", i % 2) for i in range(30)], {"text_column": "review"}, "no column"),
+    ],
+    ids=["label-outside-set", "split-too-large", "missing-column"],
+)
+def test_bad_data_gets_one_clear_error(tmp_path, rows, kwargs, message):
+    dm = make_dm(write_csv(tmp_path / "bad.csv", rows), **{"train_size": 10, "val_size": 5, "test_size": 5, **kwargs})
+    with pytest.raises(ConfigError, match=message):
+        dm.setup()
+
+
+def test_missing_data_file_names_the_setting(tmp_path):
+    with pytest.raises(ConfigError, match=r"data.source.data_files=.*does not exist"):
+        make_dm(str(tmp_path / "nope.csv")).setup()

@@ -1,0 +1,137 @@
+"""Each strategy trains a few steps on tiny BERT/DistilBERT/RoBERTa; what must stay frozen stays
+bit-identical, what must train changes, and gradual unfreezing follows its schedule."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from conftest import tiny_overrides
+from ftcompare.models import anatomy
+from ftcompare.training import build_module
+
+ARCHS = ["bert", "distilbert", "roberta"]
+
+
+def fit(cfg, module, epochs: int = 2, callbacks=()) -> dict[str, torch.Tensor]:
+    """Snapshot the weights, train a few steps, return the snapshot."""
+    before = {n: p.detach().clone() for n, p in module.named_parameters()}
+    datamodule = instantiate(cfg.data, _convert_="all")
+    trainer = L.Trainer(
+        max_epochs=epochs, limit_train_batches=3, limit_val_batches=1, num_sanity_val_steps=0,
+        precision="32-true", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=list(callbacks), accelerator="cpu",
+    )
+    trainer.fit(module, datamodule=datamodule)
+    return before
+
+
+def changed(module, before) -> dict[str, bool]:
+    return {n: not torch.equal(p.detach(), before[n]) for n, p in module.named_parameters()}
+
+
+@pytest.fixture
+def setup(compose_cfg, tiny_models, reviews_csv):
+    def _setup(arch: str, strategy: str, *extra: str):
+        cfg = compose_cfg(f"strategy={strategy}", *tiny_overrides(tiny_models[arch], reviews_csv), *extra)
+        torch.manual_seed(0)
+        return cfg, build_module(cfg)
+
+    return _setup
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_full_changes_every_weight(setup, arch):
+    cfg, module = setup(arch, "full")
+    before = fit(cfg, module)
+    diff = changed(module, before)
+    assert all(diff.values()), [n for n, d in diff.items() if not d]
+    assert module.parameter_counts()[0] == module.parameter_counts()[1]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_frozen_backbone_stays_bit_identical(setup, arch):
+    cfg, module = setup(arch, "frozen")
+    before = fit(cfg, module)
+    diff = changed(module, before)
+    backbone = [n for n in diff if n.startswith("model.backbone.")]
+    head = [n for n in diff if n.startswith("model.head.")]
+    assert backbone and head and len(backbone) + len(head) == len(diff)
+    assert not any(diff[n] for n in backbone)
+    assert all(diff[n] for n in head)
+    assert not module.model.backbone.training, "backbone must run in eval mode (no dropout)"
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_lora_trains_adapters_and_head_only(setup, arch):
+    cfg, module = setup(arch, "lora")
+    before = fit(cfg, module, epochs=2)
+    diff = changed(module, before)
+    lora = [n for n in diff if "lora_" in n]
+    head = [n for n in diff if ".modules_to_save." in n]
+    base = [n for n in diff if n not in lora and n not in head]
+    assert lora and head and base
+    assert not any(diff[n] for n in base), [n for n in base if diff[n]]
+    assert all(diff[n] for n in lora + head), [n for n in lora + head if not diff[n]]
+    # adapters sit on the attention query/value projections of every layer
+    q, v = {"bert": ("query", "value"), "distilbert": ("q_lin", "v_lin"), "roberta": ("query", "value")}[arch]
+    assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in lora} == {q, v}
+    expected_head = {"bert": {"pooler", "classifier"}, "distilbert": {"pre_classifier", "classifier"},
+                     "roberta": {"classifier"}}[arch]
+    assert {n.split(".modules_to_save")[0].rsplit(".", 1)[-1] for n in head} == expected_head
+
+
+class Probe(L.Callback):
+    """Records trainable parameter names per epoch and each param group's LR per step."""
+
+    def __init__(self) -> None:
+        self.trainable: list[set[str]] = []
+        self.lrs: list[list[float]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 0:
+            self.trainable.append({n for n, p in pl_module.named_parameters() if p.requires_grad})
+        self.lrs.append([g["lr"] for g in trainer.optimizers[0].param_groups])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_gradual_unfreezes_on_schedule_and_new_groups_follow_the_schedule(setup, arch):
+    cfg, module = setup(arch, "gradual", "strategy.lr_decay=2.0")
+    parts = anatomy(module.model)
+    names = {id(p): n for n, p in module.named_parameters()}
+    layer = [{names[id(p)] for p in m.parameters()} for m in parts.layers]  # bottom to top
+    embeddings = {names[id(p)] for p in parts.embeddings.parameters()}
+    probe = Probe()
+    before = fit(cfg, module, epochs=4, callbacks=[probe])
+
+    head = probe.trainable[0]
+    assert head and not head & (embeddings | layer[0] | layer[1])
+    assert probe.trainable[1] == head | layer[1]  # top layer first
+    assert probe.trainable[2] == head | layer[1] | layer[0]
+    assert probe.trainable[3] == head | layer[1] | layer[0] | embeddings  # embeddings last
+
+    # groups added after the scheduler was built follow the same warm-up/decay multiplier
+    steps_per_epoch, head_groups = 3, len(probe.lrs[0])
+    scheduler = module.trainer.lr_scheduler_configs[0].scheduler
+    for step in range(steps_per_epoch, 4 * steps_per_epoch):
+        multiplier = scheduler.lr_lambdas[0](step)
+        assert probe.lrs[step][0] == pytest.approx(scheduler.base_lrs[0] * multiplier)
+        # the group right after the head's is the top layer's: lr / lr_decay**1
+        assert probe.lrs[step][head_groups] == pytest.approx(scheduler.base_lrs[0] / 2.0 * multiplier)
+    top_layer_lrs = [lrs[head_groups] for lrs in probe.lrs[steps_per_epoch:]]
+    assert len(set(top_layer_lrs)) == len(top_layer_lrs), "an unfrozen group's LR must change every step"
+    diff = changed(module, before)
+    assert all(diff[n] for n in layer[1])
+
+
+def test_gradual_leaves_layers_not_yet_unfrozen_untouched(setup):
+    cfg, module = setup("bert", "gradual")
+    parts = anatomy(module.model)
+    names = {id(p): n for n, p in module.named_parameters()}
+    before = fit(cfg, module, epochs=2)  # epoch 0: head, epoch 1: + top layer
+    diff = changed(module, before)
+    assert not any(diff[names[id(p)]] for p in parts.layers[0].parameters())
+    assert not any(diff[names[id(p)]] for p in parts.embeddings.parameters())
+    assert all(diff[names[id(p)]] for p in parts.layers[1].parameters())

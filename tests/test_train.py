@@ -1,0 +1,101 @@
+"""End to end through `python train.py`: multirun outputs, TensorBoard tags, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import ROOT, tiny_overrides
+
+PROMISED_TAGS = {
+    "train/loss_step", "train/loss_epoch", "train/acc", "val/acc", "val/f1", "val/auroc", "val/loss", "test/acc",
+    "perf/epoch_time_s", "perf/step_time_ms", "perf/train_samples_per_s", "perf/train_tokens_per_s",
+    "perf/peak_memory_mb", "params/trainable", "params/total", "params/trainable_pct",
+    "run/fit_time_s", "run/train_samples_per_s", "run/peak_memory_mb",
+}
+
+
+def run_train(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def scalar_tags(run_dir: Path) -> set[str]:
+    accumulator = EventAccumulator(str(run_dir / "tensorboard"))
+    accumulator.Reload()
+    return set(accumulator.Tags()["scalars"])
+
+
+def test_multirun_gives_one_result_per_strategy(tmp_path, tiny_models, reviews_csv):
+    sweep = tmp_path / "sweep"
+    result = run_train(
+        "-m", "strategy=full,frozen,lora,gradual", *tiny_overrides(tiny_models["bert"], reviews_csv),
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert len(jobs) == 4
+    records = [json.loads((job / "metrics.json").read_text()) for job in jobs]
+    assert [r["strategy"] for r in records] == ["full", "frozen", "lora", "gradual"]
+    pct = {r["strategy"]: r["cost"]["params/trainable_pct"] for r in records}
+    assert pct["full"] == 100 and pct["lora"] < 100 and pct["frozen"] < 100
+    for job, record in zip(jobs, records, strict=True):
+        assert 0 <= record["test"]["test/acc"] <= 1 and 0 <= record["val"]["val/acc"] <= 1
+        assert record["cost"]["perf/train_samples_per_s"] > 0 and record["cost"]["perf/peak_memory_mb"] > 0
+        assert Path(record["checkpoint"]).is_file() and record["cost"]["checkpoint_size_mb"] > 0
+        missing = PROMISED_TAGS - scalar_tags(job)
+        assert not missing, f"{job.name}: missing TensorBoard tags {missing}"
+
+
+@pytest.mark.parametrize(
+    ("override", "setting"),
+    [
+        ("optimizer.lr=-1", "optimizer.lr"),
+        ("optimizer.lr=0", "optimizer.lr"),
+        ("data.batch_size=0", "data.batch_size"),
+        ("model.name_or_path=/no/such/model", "model.name_or_path"),
+        ("data.source.data_files=/no/such/file.csv", "data.source.data_files"),
+        ("data.train_size=100000", "data.train_size"),
+    ],
+)
+def test_bad_input_fails_fast_with_one_clear_message(tmp_path, tiny_models, reviews_csv, override, setting):
+    run_dir = tmp_path / "run"
+    result = run_train(*tiny_overrides(tiny_models["bert"], reviews_csv), override, f"hydra.run.dir={run_dir}")
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and setting in errors[0] and "Fix:" in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not (run_dir / "metrics.json").exists()
+
+
+def test_unknown_strategy_is_refused_by_hydra_with_the_options(tmp_path):
+    result = run_train("strategy=nope", f"hydra.run.dir={tmp_path}")
+    assert result.returncode != 0
+    assert "strategy" in result.stderr and "full" in result.stderr and "lora" in result.stderr
+
+
+def test_hub_model_without_network_points_to_the_embedded_model(tmp_path, reviews_csv):
+    result = run_train(
+        "model=distilbert", "data=files", f"data.source.data_files={reviews_csv}", f"hydra.run.dir={tmp_path}",
+        env={"HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 2
+    assert "model.name_or_path='distilbert-base-uncased'" in result.stderr and "model=minilm" in result.stderr
+
+
+@pytest.mark.slow
+def test_real_embedded_model_trains_a_few_steps(tmp_path):
+    result = run_train("strategy=lora", "debug=limit", "callbacks.progress_bar=null", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["strategy"] == "lora" and record["model"].endswith("model")
+    assert record["cost"]["params/trainable_pct"] < 2
+    assert record["hparams"]["precision"] in {"bf16-mixed", "32-true"}
