@@ -22,8 +22,14 @@ TINY_CONFIGS = {
     ),
     "distilbert": lambda: DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=512),
     "roberta": lambda: RobertaConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        max_position_embeddings=520, pad_token_id=0, bos_token_id=101, eos_token_id=102,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=520,
+        pad_token_id=0,
+        bos_token_id=101,
+        eos_token_id=102,
     ),
 }
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from conftest import ROOT
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import ROOT
 from ftcompare.config import ConfigError, validate
 from ftcompare.data import TextClassificationDataModule
 from ftcompare.strategies import FineTuningStrategy
@@ -76,9 +76,14 @@ def test_auto_precision_matches_the_hardware(compose_cfg):
 
 @pytest.mark.parametrize(
     ("override", "setting"),
-    [("optimizer.lr=-1e-4", "optimizer.lr"), ("optimizer.lr=abc", "optimizer.lr"),
-     ("data.batch_size=0", "data.batch_size"), ("trainer.max_epochs=0", "trainer.max_epochs"),
-     ("data.max_length=4", "data.max_length"), ("model.name_or_path=./missing", "model.name_or_path")],
+    [
+        ("optimizer.lr=-1e-4", "optimizer.lr"),
+        ("optimizer.lr=abc", "optimizer.lr"),
+        ("data.batch_size=0", "data.batch_size"),
+        ("trainer.max_epochs=0", "trainer.max_epochs"),
+        ("data.max_length=4", "data.max_length"),
+        ("model.name_or_path=./missing", "model.name_or_path"),
+    ],
 )
 def test_validate_names_the_setting(compose_cfg, override, setting):
     with pytest.raises(ConfigError, match=setting):

@@ -80,6 +80,14 @@ def test_string_labels_are_mapped_to_label_names(tmp_path):
     assert sorted(set(dm.splits["train"]["labels"])) == [0, 1]
 
 
+def test_empty_texts_are_dropped_before_splitting(tmp_path):
+    rows = [(f"text {i}", i % 2) for i in range(40)] + [("", 0), ("   ", 1)]
+    dm = make_dm(write_csv(tmp_path / "e.csv", rows), train_size=30, val_size=5, test_size=5)
+    dm.setup()
+    assert "" not in [t.strip() for s in ("train", "validation", "test") for t in texts(dm, s)]
+    assert sum(len(v) for v in dm.splits.values()) == 40
+
+
 @pytest.mark.parametrize(
     ("rows", "kwargs", "message"),
     [

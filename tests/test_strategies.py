@@ -6,9 +6,9 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from conftest import tiny_overrides
 from hydra.utils import instantiate
 
-from conftest import tiny_overrides
 from ftcompare.models import anatomy
 from ftcompare.training import build_module
 
@@ -20,9 +20,17 @@ def fit(cfg, module, epochs: int = 2, callbacks=()) -> dict[str, torch.Tensor]:
     before = {n: p.detach().clone() for n, p in module.named_parameters()}
     datamodule = instantiate(cfg.data, _convert_="all")
     trainer = L.Trainer(
-        max_epochs=epochs, limit_train_batches=3, limit_val_batches=1, num_sanity_val_steps=0,
-        precision="32-true", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=list(callbacks), accelerator="cpu",
+        max_epochs=epochs,
+        limit_train_batches=3,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        precision="32-true",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=list(callbacks),
+        accelerator="cpu",
     )
     trainer.fit(module, datamodule=datamodule)
     return before
@@ -78,8 +86,11 @@ def test_lora_trains_adapters_and_head_only(setup, arch):
     # adapters sit on the attention query/value projections of every layer
     q, v = {"bert": ("query", "value"), "distilbert": ("q_lin", "v_lin"), "roberta": ("query", "value")}[arch]
     assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in lora} == {q, v}
-    expected_head = {"bert": {"pooler", "classifier"}, "distilbert": {"pre_classifier", "classifier"},
-                     "roberta": {"classifier"}}[arch]
+    expected_head = {
+        "bert": {"pooler", "classifier"},
+        "distilbert": {"pre_classifier", "classifier"},
+        "roberta": {"classifier"},
+    }[arch]
     assert {n.split(".modules_to_save")[0].rsplit(".", 1)[-1] for n in head} == expected_head
 
 

@@ -9,21 +9,39 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, tiny_overrides
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import ROOT, tiny_overrides
-
 PROMISED_TAGS = {
-    "train/loss_step", "train/loss_epoch", "train/acc", "val/acc", "val/f1", "val/auroc", "val/loss", "test/acc",
-    "perf/epoch_time_s", "perf/step_time_ms", "perf/train_samples_per_s", "perf/train_tokens_per_s",
-    "perf/peak_memory_mb", "params/trainable", "params/total", "params/trainable_pct",
-    "run/fit_time_s", "run/train_samples_per_s", "run/peak_memory_mb",
+    "train/loss_step",
+    "train/loss_epoch",
+    "train/acc",
+    "val/acc",
+    "val/f1",
+    "val/auroc",
+    "val/loss",
+    "test/acc",
+    "perf/epoch_time_s",
+    "perf/step_time_ms",
+    "perf/train_samples_per_s",
+    "perf/train_tokens_per_s",
+    "perf/peak_memory_mb",
+    "params/trainable",
+    "params/total",
+    "params/trainable_pct",
+    "run/fit_time_s",
+    "run/train_samples_per_s",
+    "run/peak_memory_mb",
 }
 
 
 def run_train(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [sys.executable, "train.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, **(env or {})},
     )
 
@@ -37,7 +55,9 @@ def scalar_tags(run_dir: Path) -> set[str]:
 def test_multirun_gives_one_result_per_strategy(tmp_path, tiny_models, reviews_csv):
     sweep = tmp_path / "sweep"
     result = run_train(
-        "-m", "strategy=full,frozen,lora,gradual", *tiny_overrides(tiny_models["bert"], reviews_csv),
+        "-m",
+        "strategy=full,frozen,lora,gradual",
+        *tiny_overrides(tiny_models["bert"], reviews_csv),
         f"hydra.sweep.dir={sweep}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -84,7 +104,10 @@ def test_unknown_strategy_is_refused_by_hydra_with_the_options(tmp_path):
 
 def test_hub_model_without_network_points_to_the_embedded_model(tmp_path, reviews_csv):
     result = run_train(
-        "model=distilbert", "data=files", f"data.source.data_files={reviews_csv}", f"hydra.run.dir={tmp_path}",
+        "model=distilbert",
+        "data=files",
+        f"data.source.data_files={reviews_csv}",
+        f"hydra.run.dir={tmp_path}",
         env={"HF_HUB_OFFLINE": "1"},
     )
     assert result.returncode == 2

@@ -77,12 +77,15 @@ class CostMonitor(L.Callback):
         self.epoch_start = time.perf_counter()
         self.epoch = {"step_time": 0.0, "samples": 0.0, "tokens": 0.0, "steps": 0.0}
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self._sync()
         self.batch_start = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self._sync()
         self.epoch["step_time"] += time.perf_counter() - self.batch_start
         self.epoch["samples"] += len(batch["labels"])

@@ -6,6 +6,7 @@ fixed seed. Tokenised splits live in the `datasets` cache, so a second run does 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from transformers import AutoTokenizer, DataCollatorWithPadding
 from ftcompare.config import ConfigError
 from ftcompare.models import load_pretrained
 
+log = logging.getLogger(__name__)
 _FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
@@ -96,7 +98,10 @@ class TextClassificationDataModule(L.LightningDataModule):
         for column, value in (hp.where or {}).items():
             ds = ds.filter(lambda v, value=value: v == value, input_columns=column)
         ds = ds.select_columns([hp.text_column, hp.label_column])
+        rows = len(ds)
         ds = ds.filter(lambda t: isinstance(t, str) and t.strip() != "", input_columns=hp.text_column)
+        if len(ds) < rows:
+            log.warning("split %r: dropped %d empty or missing texts", split, rows - len(ds))
         names = list(hp.label_names)
         found = set(ds.unique(hp.label_column))
         if found <= set(names):  # string labels: map to their index in label_names
@@ -147,12 +152,16 @@ class TextClassificationDataModule(L.LightningDataModule):
                 test_size=size, train_size=rest_size, stratify_by_column="labels", seed=self.hparams.split_seed
             )
         except ValueError as err:
-            raise ConfigError(f"cannot stratify a split of {size} rows by label ({err}). Fix: use larger split sizes") from err
+            raise ConfigError(
+                f"cannot stratify a split of {size} rows by label ({err}). Fix: use larger split sizes"
+            ) from err
         return parts["train"], parts["test"]
 
     def _tokenize(self, ds: Dataset) -> Dataset:
         hp = self.hparams
-        fingerprint = Hasher.hash([ds._fingerprint, self.tokenizer.name_or_path, type(self.tokenizer).__name__, hp.max_length])
+        fingerprint = Hasher.hash(
+            [ds._fingerprint, self.tokenizer.name_or_path, type(self.tokenizer).__name__, hp.max_length]
+        )
         return ds.map(
             lambda batch: self.tokenizer(batch["text"], truncation=True, max_length=hp.max_length),
             batched=True,

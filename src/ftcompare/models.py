@@ -7,6 +7,7 @@ query/value projections and the classification head are found from the model its
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,9 @@ def load_pretrained(loader: Any, name_or_path: str, **kwargs: Any) -> Any:
         ) from err
 
 
-def load_model(loader: Any, name_or_path: str, attention_dropout: float | None = None, **kwargs: Any) -> PreTrainedModel:
+def load_model(
+    loader: Any, name_or_path: str, attention_dropout: float | None = None, **kwargs: Any
+) -> PreTrainedModel:
     """Load a model; `attention_dropout` sets the attention-probability dropout of any family."""
     if attention_dropout is not None:
         config = load_pretrained(AutoConfig, name_or_path)
@@ -67,9 +70,7 @@ def anatomy(model: PreTrainedModel) -> Anatomy:
     """Find embeddings, encoder layers, head and q/v projection names of an encoder classifier."""
     base = model.base_model
     n_layers = getattr(model.config, "num_hidden_layers", None)
-    layers = next(
-        (m for m in base.modules() if isinstance(m, nn.ModuleList) and len(m) == n_layers and n_layers), None
-    )
+    layers = next((m for m in base.modules() if isinstance(m, nn.ModuleList) and len(m) == n_layers and n_layers), None)
     embeddings = getattr(base, "embeddings", None)
     if layers is None or embeddings is None:
         raise ConfigError(
@@ -100,8 +101,14 @@ def _has_params(module: nn.Module) -> bool:
 class PooledClassifier(nn.Module):
     """A backbone's pooled output (mean over tokens or [CLS]) fed to a small MLP head."""
 
-    def __init__(self, backbone: PreTrainedModel, num_labels: int, pooling: str = "mean",
-                 hidden_dims: tuple[int, ...] = (256,), dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        backbone: PreTrainedModel,
+        num_labels: int,
+        pooling: str = "mean",
+        hidden_dims: tuple[int, ...] = (256,),
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__()
         if pooling not in ("mean", "cls"):
             raise ConfigError(f"strategy.pooling={pooling!r} is invalid. Fix: strategy.pooling=mean or cls")
@@ -110,7 +117,7 @@ class PooledClassifier(nn.Module):
         self.backbone, self.pooling = backbone, pooling
         dims = [backbone.config.hidden_size, *hidden_dims]
         blocks: list[nn.Module] = []
-        for d_in, d_out in zip(dims, dims[1:]):
+        for d_in, d_out in pairwise(dims):
             blocks += [nn.Dropout(dropout), nn.Linear(d_in, d_out), nn.GELU()]
         self.head = nn.Sequential(*blocks, nn.Dropout(dropout), nn.Linear(dims[-1], num_labels))
 

@@ -50,7 +50,9 @@ class FineTuningStrategy(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         n = len(self.label_names)
         kind = {"task": "binary"} if n == 2 else {"task": "multiclass", "num_classes": n}
-        scores = MetricCollection({"acc": Accuracy(**kind), "f1": F1Score(**kind, average="macro"), "auroc": AUROC(**kind)})
+        scores = MetricCollection(
+            {"acc": Accuracy(**kind), "f1": F1Score(**kind, average="macro"), "auroc": AUROC(**kind)}
+        )
         self.train_acc = Accuracy(**kind)
         self.val_metrics = scores.clone(prefix="val/")
         self.test_metrics = scores.clone(prefix="test/")
@@ -157,8 +159,13 @@ class FrozenBackbone(FineTuningStrategy):
 
     name = "frozen"
 
-    def __init__(self, pooling: str = "mean", head_hidden_dims: tuple[int, ...] = (256,),
-                 head_dropout: float = 0.1, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        pooling: str = "mean",
+        head_hidden_dims: tuple[int, ...] = (256,),
+        head_dropout: float = 0.1,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         backbone = load_model(AutoModel, **self.model_cfg).requires_grad_(False).eval()
         self.model = PooledClassifier(backbone, len(self.label_names), pooling, tuple(head_hidden_dims), head_dropout)
@@ -180,8 +187,9 @@ class LoRA(FineTuningStrategy):
 
     name = "lora"
 
-    def __init__(self, r: int = 8, alpha: int = 16, dropout: float = 0.1,
-                 target_modules: list[str] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, r: int = 8, alpha: int = 16, dropout: float = 0.1, target_modules: list[str] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         if r < 1:
             raise ConfigError(f"strategy.r={r} is invalid: the LoRA rank must be >= 1. Fix: e.g. strategy.r=8")
