@@ -106,3 +106,20 @@ def test_bad_data_gets_one_clear_error(tmp_path, rows, kwargs, message):
 def test_missing_data_file_names_the_setting(tmp_path):
     with pytest.raises(ConfigError, match=r"data.source.data_files=.*does not exist"):
         make_dm(str(tmp_path / "nope.csv")).setup()
+
+
+def test_tfidf_baseline_runs_on_the_same_split_and_window(compose_cfg, reviews_csv):
+    from ftcompare.baselines import run
+
+    cfg = compose_cfg(
+        "data=files",
+        f"data.source.data_files={reviews_csv}",
+        "data.max_length=16",
+        "data.train_size=200",
+        "data.val_size=50",
+        "data.test_size=50",
+    )
+    result = run(cfg)
+    assert set(result["tfidf_whole_text"]) == set(result["tfidf_first_16_tokens"]) == {"validation", "test"}
+    assert all(0.4 < acc <= 1 for acc in result["tfidf_whole_text"].values())
+    assert result["test_share_longer_than_16_tokens"] == 1.0  # every review is longer than 16 tokens

@@ -170,9 +170,13 @@ class TextClassificationDataModule(L.LightningDataModule):
             desc="Tokenising",
         )
 
+    def raw_splits(self) -> DatasetDict:
+        """The untokenised splits (`text`, `labels`), e.g. for classical baselines."""
+        return self._split(self._load())
+
     def setup(self, stage: str | None = None) -> None:
         if self.splits is None:
-            self.splits = DatasetDict({k: self._tokenize(v) for k, v in self._split(self._load()).items()})
+            self.splits = DatasetDict({k: self._tokenize(v) for k, v in self.raw_splits().items()})
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         assert self.splits is not None, "call setup() first"
