@@ -14,6 +14,8 @@ from lightning.pytorch.callbacks import BaseFinetuning
 from torch import nn
 from torch.optim import Optimizer
 
+from ftcompare.models import anatomy
+
 
 class PeakMemory:
     """Peak memory of this run only: GPU peak allocated, or CPU peak resident set size.
@@ -140,8 +142,6 @@ class GradualUnfreeze(BaseFinetuning):
     @staticmethod
     def stages(pl_module: L.LightningModule) -> list[nn.Module]:
         """Unfreezing order: encoder layers top-down, then the embeddings."""
-        from ftcompare.models import anatomy
-
         parts = anatomy(pl_module.model)
         return [*reversed(list(parts.layers)), parts.embeddings]
 

@@ -70,12 +70,10 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver(name, fn, replace=True)
 
 
-def _positive(cfg: DictConfig, key: str, fix: str, minimum: float = 1, integer: bool = True) -> None:
+def _positive(cfg: DictConfig, key: str, fix: str, minimum: int = 1) -> None:
     value = OmegaConf.select(cfg, key)
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or value < minimum:
-        bound = f">= {minimum}" if integer else "> 0"
-        raise ConfigError(f"{key}={value!r} is invalid: it must be a number {bound}. Fix: {fix}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key}={value!r} is invalid: it must be an integer >= {minimum}. Fix: {fix}")
 
 
 def validate(cfg: DictConfig) -> None:
