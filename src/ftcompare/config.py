@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import platform
+import re
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -60,12 +61,19 @@ def auto_precision() -> str:
     return "bf16-mixed" if cpu_supports_bf16() else "32-true"
 
 
+def path_safe(text: str, max_len: int = 120) -> str:
+    """Turn an override string like `seed=0,strategy=full` into one folder name (no `/`, bounded)."""
+    safe = re.sub(r"[^\w=,.+-]+", "-", str(text)).strip("-")
+    return safe[:max_len]
+
+
 def register_resolvers() -> None:
     """Register `${ftc.*:}` resolvers; safe to call more than once."""
     for name, fn in {
         "ftc.embedded_model": embedded_model_path,
         "ftc.embedded_data": embedded_data_path,
         "ftc.auto_precision": auto_precision,
+        "ftc.path_safe": path_safe,
     }.items():
         OmegaConf.register_new_resolver(name, fn, replace=True)
 
