@@ -46,6 +46,19 @@ def test_every_strategy_instantiates_with_its_own_learning_rate(compose_cfg, tin
     assert cfg.optimizer.lr == {"full": 1e-4, "frozen": 2e-3, "lora": 1e-3, "gradual": 5e-4}[strategy]
 
 
+def test_lr_sweep_scales_each_strategys_own_default(compose_cfg):
+    params = OmegaConf.load(ROOT / "conf" / "experiment" / "lr_sweep.yaml").hydra.sweeper.params
+    multipliers = [float(m) for m in params.lr_multiplier.split(",")]
+    grids = {
+        strategy: sorted(compose_cfg(f"strategy={strategy}", f"lr_multiplier={m}").optimizer.lr for m in multipliers)
+        for strategy in params.strategy.split(",")
+    }
+    assert grids["full"] == [3e-5, 1e-4, 3e-4] and grids["lora"] == [3e-4, 1e-3, 3e-3]
+    assert min(grids["frozen"]) > max(grids["full"])  # heads and adapters want larger rates than full
+    # an explicit learning rate still wins over the strategy default and its multiplier
+    assert compose_cfg("strategy=lora", "optimizer.lr=2e-4", "lr_multiplier=3").optimizer.lr == 2e-4
+
+
 @pytest.mark.parametrize("data", ["imdb", "imdb_hub", "files"])
 def test_data_options_instantiate(compose_cfg, tiny_models, data):
     extra = ["data.source.data_files=x.csv"] if data == "files" else []
@@ -79,6 +92,7 @@ def test_auto_precision_matches_the_hardware(compose_cfg):
     [
         ("optimizer.lr=-1e-4", "optimizer.lr"),
         ("optimizer.lr=abc", "optimizer.lr"),
+        ("lr_multiplier=0", "lr_multiplier"),
         ("data.batch_size=0", "data.batch_size"),
         ("trainer.max_epochs=0", "trainer.max_epochs"),
         ("data.max_length=4", "data.max_length"),

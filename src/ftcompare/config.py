@@ -61,10 +61,19 @@ def auto_precision() -> str:
     return "bf16-mixed" if cpu_supports_bf16() else "32-true"
 
 
-def path_safe(text: str, max_len: int = 120) -> str:
-    """Turn an override string like `seed=0,strategy=full` into one folder name (no `/`, bounded)."""
-    safe = re.sub(r"[^\w=,.+-]+", "-", str(text)).strip("-")
+def job_dirname(override_dirname: str, max_len: int = 200) -> str:
+    """A sweep job's folder name from its overrides (`seed=0,strategy=full`): no `/`, bounded length.
+
+    Overrides whose values are paths go last, so the short, swept ones survive the length limit.
+    """
+    items = sorted(override_dirname.split(","), key=lambda item: "/" in item)
+    safe = re.sub(r"[^\w=,.+-]+", "-", ",".join(items)).strip("-")
     return safe[:max_len]
+
+
+def scale(value: float, factor: float) -> float:
+    """`value * factor` rounded to 6 significant digits, so 1e-4 * 0.3 reads 3e-05, not 3.0000000000000004e-05."""
+    return float(f"{float(value) * float(factor):.6g}")
 
 
 def register_resolvers() -> None:
@@ -73,7 +82,8 @@ def register_resolvers() -> None:
         "ftc.embedded_model": embedded_model_path,
         "ftc.embedded_data": embedded_data_path,
         "ftc.auto_precision": auto_precision,
-        "ftc.path_safe": path_safe,
+        "ftc.job_dirname": job_dirname,
+        "ftc.scale": scale,
     }.items():
         OmegaConf.register_new_resolver(name, fn, replace=True)
 
@@ -86,9 +96,10 @@ def _positive(cfg: DictConfig, key: str, fix: str, minimum: int = 1) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Fail fast on settings that can never work."""
-    lr = OmegaConf.select(cfg, "optimizer.lr")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-        raise ConfigError(f"optimizer.lr={lr!r} is invalid: it must be a number > 0. Fix: e.g. optimizer.lr=5e-5")
+    for key, fix in [("lr_multiplier", "lr_multiplier=1.0"), ("optimizer.lr", "e.g. optimizer.lr=5e-5")]:
+        value = OmegaConf.select(cfg, key, default=1.0, throw_on_resolution_failure=False)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ConfigError(f"{key}={value!r} is invalid: it must be a number > 0. Fix: {fix}")
     _positive(cfg, "data.batch_size", "e.g. data.batch_size=16")
     _positive(cfg, "data.max_length", "e.g. data.max_length=256", minimum=8)
     for split in ("train_size", "val_size", "test_size"):

@@ -1,12 +1,33 @@
-"""Per-run results: the metrics.json record that later comparisons are built from."""
+"""Per-run records (metrics.json) and the sweep report built from them.
+
+A sweep folder holds one Hydra job folder per run. `build_report` turns it into `results.csv` (one row
+per run, failed runs included), `summary.md` (mean ± std over seeds per configuration, the best
+configuration per strategy, a generated reading), trade-off plots and one self-contained HTML page.
+Runs are only averaged together when everything but the seed is the same, and never across
+different models, data or splits.
+"""
 
 from __future__ import annotations
 
+import base64
+import html
 import json
+import logging
+import math
 import os
 import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from ftcompare.config import register_resolvers
+
+log = logging.getLogger(__name__)
 
 SUMMARY_KEYS = (
     ("test/acc", "test acc", "{:.4f}"),
@@ -18,14 +39,66 @@ SUMMARY_KEYS = (
     ("params/trainable_pct", "trainable %", "{:.2f}"),
 )
 
+# results.csv column -> where it lives in metrics.json
+MEASURED = {
+    "val_acc": ("val", "val/acc"),
+    "test_acc": ("test", "test/acc"),
+    "test_f1": ("test", "test/f1"),
+    "test_auroc": ("test", "test/auroc"),
+    "fit_time_s": ("cost", "perf/fit_time_s"),
+    "epoch_time_s": ("cost", "perf/mean_epoch_time_s"),
+    "train_samples_per_s": ("cost", "perf/train_samples_per_s"),
+    "peak_memory_mb": ("cost", "perf/peak_memory_mb"),
+    "trainable_params": ("cost", "params/trainable"),
+    "total_params": ("cost", "params/total"),
+    "trainable_pct": ("cost", "params/trainable_pct"),
+    "checkpoint_mb": ("cost", "checkpoint_size_mb"),
+}
+# What makes two runs comparable; the configuration adds the knobs a sweep varies, all but the seed.
+SETTING = ["model", "data", "split", "max_length"]
+CONFIG = ["strategy", "lr", "batch_size", "max_epochs", "variant"]
+AGGREGATED = ["test_acc", "test_f1", "test_auroc", "val_acc", *list(MEASURED)[4:]]
+# Overrides shown in a column of their own rather than in `variant`.
+OWN_COLUMNS = {
+    *("seed", "strategy", "optimizer.lr", "lr_multiplier", "data.batch_size", "trainer.max_epochs"),
+    *("model", "model.name_or_path", "data", "data.max_length", "data.split_seed"),
+    *("data.train_size", "data.val_size", "data.test_size"),
+}
+# Summary table: label, results.csv column, format.
+DISPLAYED = [
+    ("test acc", "test_acc", "{:.4f}"),
+    ("test F1", "test_f1", "{:.4f}"),
+    ("test AUROC", "test_auroc", "{:.4f}"),
+    ("best val acc", "val_acc", "{:.4f}"),
+    ("fit time (s)", "fit_time_s", "{:.0f}"),
+    ("s / epoch", "epoch_time_s", "{:.0f}"),
+    ("train samples/s", "train_samples_per_s", "{:.1f}"),
+    ("peak memory (MiB)", "peak_memory_mb", "{:.0f}"),
+    ("trainable params", "trainable_params", "{:,.0f}"),
+    ("trainable %", "trainable_pct", "{:.2f}"),
+    ("checkpoint (MiB)", "checkpoint_mb", "{:.0f}"),
+]
+SAME_FOR_EVERY_SEED = ("trainable_params", "trainable_pct", "checkpoint_mb")
+ONE_CONFIG = "Each strategy ran in one configuration: the table above."
+HEADERS = {"batch_size": "batch size", "max_epochs": "epochs", "max_length": "max length"}
+# Trade-off plots: x column, axis label, log scale.
+TRADEOFFS = [
+    ("fit_time_s", "fit time (s)", False),
+    ("peak_memory_mb", "peak memory (MiB)", False),
+    ("trainable_params", "trainable parameters", True),
+]
+
 
 def write_json(path: Path, record: dict[str, Any]) -> None:
     """Write atomically (temp file + rename): a crash never leaves a truncated file."""
+    _write_atomic(path, json.dumps(record, indent=2, default=str) + "\n")
+
+
+def _write_atomic(path: Path, text: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f, indent=2, sort_keys=False, default=str)
-        f.write("\n")
+    with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
+        f.write(text)
     os.replace(tmp, path)
 
 
@@ -34,3 +107,438 @@ def summary_line(record: dict[str, Any]) -> str:
     metrics = {**record["val"], **record["test"], **record["cost"]}
     parts = [f"{label} {fmt.format(metrics[key])}" for key, label, fmt in SUMMARY_KEYS if key in metrics]
     return f"[{record['strategy']}] " + " | ".join(parts)
+
+
+# ---------------------------------------------------------------- collecting runs
+
+
+def _select(cfg: DictConfig, key: str) -> Any:
+    """A config value, or None where it is missing or only resolvable inside the run."""
+    return OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+
+
+def _model_name(cfg: DictConfig, choice: str | None) -> str:
+    """The config group choice for embedded presets, else the hub name or path exactly as given."""
+    raw = OmegaConf.to_container(cfg.model, resolve=False).get("name_or_path", "")
+    if not isinstance(raw, str) or raw.startswith("${"):
+        return choice or "?"
+    return raw
+
+
+def _failure(job_dir: Path) -> tuple[str, str]:
+    """Status and reason of a run without metrics.json: `failed` with the error it logged, else `incomplete`."""
+    errors = []
+    for logfile in job_dir.glob("*.log"):
+        lines = logfile.read_text(errors="replace").splitlines()
+        errors += [line.split(" - ", 1)[-1] for line in lines if "ERROR" in line]
+    if errors:
+        return "failed", errors[-1]
+    return "incomplete", "no metrics.json and no error logged: still running, interrupted or crashed"
+
+
+def collect_runs(sweep_dir: Path) -> pd.DataFrame:
+    """One row per Hydra job under `sweep_dir` (ok, failed or incomplete), in job order."""
+    register_resolvers()  # the run configs use ${ftc.*:} interpolations
+    rows = []
+    for config_file in sorted(Path(sweep_dir).rglob(".hydra/config.yaml")):
+        job_dir = config_file.parent.parent
+        cfg = OmegaConf.load(config_file)
+        hydra_cfg = OmegaConf.load(job_dir / ".hydra" / "hydra.yaml").hydra
+        choices = hydra_cfg.runtime.choices
+        overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("experiment=")]
+        row: dict[str, Any] = {
+            "job": _select(hydra_cfg, "job.num"),
+            "status": "ok",
+            "strategy": choices.get("strategy"),
+            "model": _model_name(cfg, choices.get("model")),
+            "data": choices.get("data"),
+            "split": "/".join(str(_select(cfg, f"data.{k}_size")) for k in ("train", "val", "test"))
+            + f" seed {_select(cfg, 'data.split_seed')}",
+            "max_length": _select(cfg, "data.max_length"),
+            "precision": None,
+            "lr": _select(cfg, "optimizer.lr"),
+            "batch_size": _select(cfg, "data.batch_size"),
+            "max_epochs": _select(cfg, "trainer.max_epochs"),
+            "seed": _select(cfg, "seed"),
+            "epochs_run": None,
+            **dict.fromkeys(MEASURED),
+            "device": None,
+            "overrides": " ".join(overrides),  # as typed on the command line
+            "error": "",
+            "dir": str(job_dir.relative_to(sweep_dir)),
+        }
+        metrics_file = job_dir / "metrics.json"
+        if metrics_file.is_file():
+            record = json.loads(metrics_file.read_text())
+            hparams = record["hparams"]
+            row.update(lr=hparams["lr"], precision=hparams["precision"])
+            row.update(epochs_run=record["epochs_run"], device=record["device"])
+            for column, (section, key) in MEASURED.items():
+                row[column] = record[section].get(key)
+        else:
+            status, error = _failure(job_dir)
+            row.update(status=status, error=error)
+        rows.append(row)
+    runs = pd.DataFrame(rows)
+    if runs.empty:
+        return runs
+    runs[list(MEASURED)] = runs[list(MEASURED)].apply(pd.to_numeric)
+    runs["variant"] = _variants(runs["overrides"])
+    return runs.sort_values("job", kind="stable", ignore_index=True)
+
+
+def _variants(overrides: pd.Series) -> list[str]:
+    """Per run, the overrides that vary across the sweep and have no column of their own."""
+    parsed = [dict(o.split("=", 1) for o in text.split() if "=" in o) for text in overrides]
+    common = set.intersection(*(set(p.items()) for p in parsed)) if parsed else set()
+    return [",".join(f"{k}={v}" for k, v in p.items() if k not in OWN_COLUMNS and (k, v) not in common) for p in parsed]
+
+
+def common_overrides(runs: pd.DataFrame) -> list[str]:
+    """Overrides every run of the sweep shares (e.g. `model.attention_dropout=0.0`), for the header."""
+    sets = [set(text.split()) for text in runs["overrides"]]
+    shared = set.intersection(*sets) if sets else set()
+    return sorted(o for o in shared if o.split("=", 1)[0] not in OWN_COLUMNS)
+
+
+# ---------------------------------------------------------------- aggregating
+
+
+def summarise(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std and seed count per configuration (setting + config), sorted by mean test accuracy."""
+    keys = SETTING + CONFIG
+    keyed = runs.assign(_key=runs[keys].astype(str).agg("|".join, axis=1))
+    ok = keyed[keyed["status"] == "ok"]
+    by_config = ok.groupby("_key")
+    stats = by_config[AGGREGATED].agg(["mean", "std"])
+    stats.columns = [f"{col}_{stat}" for col, stat in stats.columns]
+    stats["seeds"] = by_config["seed"].nunique()
+    stats["not ok"] = keyed[keyed["status"] != "ok"].groupby("_key").size().reindex(stats.index, fill_value=0)
+    stats = by_config[keys].first().join(stats).reset_index(drop=True)
+    stats = stats.sort_values("test_acc_mean", ascending=False, ignore_index=True)
+    stats["label"] = _labels(stats)
+    return stats
+
+
+def _labels(stats: pd.DataFrame) -> list[str]:
+    """Short names for plots: the strategy, plus whatever tells its configurations apart."""
+    varying = [c for c in [*SETTING, *CONFIG[1:]] if stats[c].astype(str).nunique() > 1]
+    labels = []
+    for _, row in stats.iterrows():
+        same_strategy = stats[stats["strategy"] == row["strategy"]]
+        extra = [f"{c}={row[c]}" for c in varying if same_strategy[c].astype(str).nunique() > 1 and row[c] != ""]
+        labels.append(" ".join([row["strategy"], *extra]))
+    return labels
+
+
+def best_per_strategy(stats: pd.DataFrame) -> pd.DataFrame:
+    """Per setting and strategy, the configuration with the best mean validation accuracy (not test)."""
+    ranked = stats.sort_values("val_acc_mean", ascending=False)
+    best = ranked.groupby([*SETTING, "strategy"], dropna=False, sort=False).head(1)
+    return best.sort_values("test_acc_mean", ascending=False, ignore_index=True)
+
+
+def pareto_front(cost: Sequence[float], score: Sequence[float]) -> list[bool]:
+    """True for points no other point beats: at most the cost and at least the score, better in one."""
+
+    def valid(c: float, s: float) -> bool:
+        return not (math.isnan(c) or math.isnan(s))
+
+    points = [(float(c), float(s)) for c, s in zip(cost, score, strict=True)]
+    return [
+        valid(c, s) and not any(valid(c2, s2) and c2 <= c and s2 >= s and (c2 < c or s2 > s) for c2, s2 in points)
+        for c, s in points
+    ]
+
+
+# ---------------------------------------------------------------- reading the trade-offs
+
+
+def _pct(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.3g}%" if whole else "n/a"
+
+
+def reading(best: pd.DataFrame) -> list[str]:
+    """Sentences on the trade-offs, every number taken from the best-per-strategy table."""
+    sentences = []
+    for _, group in best.groupby(SETTING, dropna=False, sort=False):
+        group = group.set_index("strategy")
+        reference = "full" if "full" in group.index else group["test_acc_mean"].idxmax()
+        ref = group.loc[reference]
+        prefix = f"[{ref['model']}, {ref['data']}] " if best[SETTING].drop_duplicates().shape[0] > 1 else ""
+        for name, row in group.iterrows():
+            if name == reference:
+                continue
+            diff = row["test_acc_mean"] - ref["test_acc_mean"]
+            se = math.hypot(_se(row), _se(ref))
+            noise = (
+                f"the difference ({diff:+.3f}) is within two standard errors over seeds"
+                if not math.isnan(se) and abs(diff) <= 2 * se
+                else f"a difference of {diff:+.3f}"
+                + (" from one seed each, no spread to judge it by" if math.isnan(se) else f", two SE {2 * se:.3f}")
+            )
+            sentences.append(
+                f"{prefix}{name} reaches {_pct(row['test_acc_mean'], ref['test_acc_mean'])} of {reference}'s test"
+                f" accuracy ({row['test_acc_mean']:.3f} vs {ref['test_acc_mean']:.3f}; {noise}) with"
+                f" {_pct(row['trainable_params_mean'], ref['trainable_params_mean'])} of its trainable parameters,"
+                f" {_pct(row['peak_memory_mb_mean'], ref['peak_memory_mb_mean'])} of its peak memory and"
+                f" {_pct(row['fit_time_s_mean'], ref['fit_time_s_mean'])} of its fit time."
+            )
+        for column, what in [("fit_time_s_mean", "fastest"), ("peak_memory_mb_mean", "leanest in peak memory")]:
+            name = group[column].idxmin()
+            sentences.append(f"{prefix}{what}: {name} ({group.loc[name, column]:,.0f} {_unit(column)}).")
+        on_front = pareto_front(group["fit_time_s_mean"], group["test_acc_mean"])
+        front = [name for name, on in zip(group.index, on_front, strict=True) if on]
+        sentences.append(f"{prefix}on the accuracy/time Pareto front: {', '.join(front)}.")
+        n_test, acc = _test_size(ref["split"]), ref["test_acc_mean"]
+        if n_test:
+            sentences.append(
+                f"{prefix}every run is scored on the same {n_test} test examples: their sampling error"
+                f" (±{math.sqrt(acc * (1 - acc) / n_test):.3f} at accuracy {acc:.3f}) is not in the spread over seeds."
+            )
+    return sentences
+
+
+def _test_size(split: str) -> int | None:
+    """The test size from a `train/val/test seed S` split label."""
+    try:
+        return int(split.split()[0].split("/")[2])
+    except (IndexError, ValueError):
+        return None
+
+
+def _se(row: pd.Series) -> float:
+    return row["test_acc_std"] / math.sqrt(row["seeds"]) if row["seeds"] > 1 else math.nan
+
+
+def _unit(column: str) -> str:
+    return "s" if "time" in column else "MiB"
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _mean_std(row: pd.Series, column: str, fmt: str, spread: bool = True) -> str:
+    mean, std = row[f"{column}_mean"], row[f"{column}_std"]
+    if pd.isna(mean):
+        return "–"
+    return fmt.format(mean) + ("" if pd.isna(std) or not spread else " ± " + fmt.format(std))
+
+
+def display_table(stats: pd.DataFrame) -> pd.DataFrame:
+    """The summary as formatted strings (mean ± std), dropping columns that are the same everywhere."""
+    table = stats[[*SETTING, *CONFIG, "seeds"]].copy()
+    for label, column, fmt in DISPLAYED:
+        spread = column not in SAME_FOR_EVERY_SEED
+        table[label] = [_mean_std(row, column, fmt, spread) for _, row in stats.iterrows()]
+    table["not ok"] = stats["not ok"]
+    constant = [c for c in [*SETTING, "max_epochs", "variant"] if table[c].astype(str).nunique() <= 1]
+    if not (table["not ok"] > 0).any():
+        constant.append("not ok")
+    return table.drop(columns=constant).rename(columns=HEADERS)
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    return table.to_markdown(index=False, disable_numparse=True)
+
+
+# ---------------------------------------------------------------- the report
+
+
+@dataclass
+class Report:
+    """Everything a sweep report shows; `write` puts it in the sweep folder."""
+
+    sweep_dir: Path
+    runs: pd.DataFrame
+    stats: pd.DataFrame = field(init=False)
+    best: pd.DataFrame = field(init=False)
+    sentences: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.stats = summarise(self.runs)
+        self.best = best_per_strategy(self.stats)
+        self.sentences = reading(self.best) if not self.best.empty else []
+
+    def header(self) -> list[str]:
+        counts = self.runs["status"].value_counts()
+        runs = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "failed", "incomplete"))
+        lines = [f"Sweep: `{self.sweep_dir}`", f"Runs: {runs}"]
+        command = _sweep_command(self.sweep_dir)
+        if command:
+            lines.append(f"Command: `{command}`")
+        shared = common_overrides(self.runs)
+        if shared:
+            lines.append("Overrides shared by every run: " + ", ".join(f"`{o}`" for o in shared))
+        for column in [*SETTING, "max_epochs", "precision", "device"]:
+            values = sorted(self.runs[column].dropna().astype(str).unique())
+            if len(values) == 1:
+                lines.append(f"{column}: {values[0]}")
+        settings = self.stats[SETTING].drop_duplicates()
+        if len(settings) > 1:
+            lines.append(f"{len(settings)} different model/data settings: runs are grouped by them, never mixed.")
+        return lines
+
+    def failed_lines(self) -> list[str]:
+        not_ok = self.runs[self.runs["status"] != "ok"]
+        return [f"`{r.dir}` ({r.strategy}, seed {r.seed}, {r.status}): {r.error}" for r in not_ok.itertuples()]
+
+    def _several_per_strategy(self) -> bool:
+        return len(self.best) < len(self.stats)
+
+    def _best_markdown(self) -> str:
+        return _markdown(display_table(self.best)) if self._several_per_strategy() else ONE_CONFIG
+
+    def markdown(self, images: Sequence[Path]) -> str:
+        parts = ["# Fine-tuning strategy comparison", "", *[f"- {line}" for line in self.header()], ""]
+        if not self.stats.empty:
+            parts += [
+                "## Per configuration (mean ± std over seeds, sorted by test accuracy)",
+                "",
+                _markdown(display_table(self.stats)),
+                "",
+                "## Best configuration per strategy (chosen by mean validation accuracy)",
+                "",
+                self._best_markdown(),
+                "",
+                "## Reading",
+                "",
+                *[f"- {s}" for s in self.sentences],
+                "",
+            ]
+        if self.failed_lines():
+            parts += ["## Runs without a result", "", *[f"- {line}" for line in self.failed_lines()], ""]
+        parts += [f"![{p.stem}]({p.name})" for p in images]
+        return "\n".join(parts) + "\n"
+
+    def html(self, images: Sequence[Path]) -> str:
+        def table(df: pd.DataFrame) -> str:
+            return df.to_html(index=False, border=0, classes="t", na_rep="–")
+
+        body = [f"<h1>Fine-tuning strategy comparison</h1><ul>{_li(self.header())}</ul>"]
+        if not self.stats.empty:
+            body += [
+                "<h2>Per configuration (mean ± std over seeds, sorted by test accuracy)</h2>",
+                table(display_table(self.stats)),
+                "<h2>Best configuration per strategy (chosen by mean validation accuracy)</h2>",
+                table(display_table(self.best)) if self._several_per_strategy() else f"<p>{ONE_CONFIG}</p>",
+                f"<h2>Reading</h2><ul>{_li(self.sentences)}</ul>",
+            ]
+        if self.failed_lines():
+            body.append(f"<h2>Runs without a result</h2><ul>{_li(self.failed_lines())}</ul>")
+        for image in images:
+            data = base64.b64encode(image.read_bytes()).decode()
+            body.append(f'<figure><img alt="{image.stem}" src="data:image/png;base64,{data}"></figure>')
+        body.append(f"<h2>All runs</h2>{table(self.runs.drop(columns=['variant']))}")
+        style = (
+            "body{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em}"
+            "table.t{border-collapse:collapse;font-size:13px}.t td,.t th{padding:3px 8px;border-bottom:1px solid #ddd}"
+            "img{max-width:100%}"
+        )
+        return (
+            f'<!doctype html><html><head><meta charset="utf-8"><title>ftcompare report</title>'
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+        )
+
+    def write(self) -> list[Path]:
+        """results.csv, summary.md, the PNGs and report.html in the sweep folder; returns the paths."""
+        from ftcompare import plots  # matplotlib only when plots are drawn
+
+        out = self.sweep_dir
+        _write_atomic(out / "results.csv", self.runs.drop(columns=["variant"]).to_csv(index=False))
+        images = []
+        if not self.stats.empty:
+            for column, label, log_x in TRADEOFFS:
+                png = plots.tradeoff(self.stats, column, label, log_x)
+                images.append(_save(out / f"acc_vs_{column.removesuffix('_s').removesuffix('_mb')}.png", png))
+            curves = read_val_curves(self.sweep_dir, self.runs)
+            if not curves.empty:
+                images.append(_save(out / "val_acc_per_epoch.png", plots.val_curves(curves, self.stats)))
+        _write_atomic(out / "summary.md", self.markdown(images))
+        _write_atomic(out / "report.html", self.html(images))
+        return [out / "results.csv", out / "summary.md", *images, out / "report.html"]
+
+    def terminal(self) -> str:
+        lines = [*self.header()]
+        if not self.stats.empty:
+            lines += ["", _markdown(display_table(self.stats)), ""]
+            lines += self.sentences
+        lines += self.failed_lines()
+        return "\n".join(lines)
+
+
+def _li(items: Sequence[str]) -> str:
+    return "".join(f"<li>{html.escape(i)}</li>" for i in items)
+
+
+def _save(path: Path, png: bytes) -> Path:
+    _write_atomic(path, png)
+    return path
+
+
+def _sweep_command(sweep_dir: Path) -> str | None:
+    """`python train.py -m ...` as the sweep was launched, from Hydra's multirun.yaml."""
+    multirun = sweep_dir / "multirun.yaml"
+    if not multirun.is_file():
+        return None
+    task = OmegaConf.load(multirun).hydra.overrides.task
+    return " ".join(["python train.py -m", *task])
+
+
+def read_val_curves(sweep_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
+    """Validation accuracy per epoch of every ok run, from its TensorBoard event files."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    frames = []
+    for _, run in runs[runs["status"] == "ok"].iterrows():
+        for events_dir in {p.parent for p in (sweep_dir / run["dir"]).rglob("events.out.tfevents.*")}:
+            accumulator = EventAccumulator(str(events_dir), size_guidance={"scalars": 0})
+            accumulator.Reload()
+            tags = accumulator.Tags()["scalars"]
+            if "val/acc" not in tags or "epoch" not in tags:
+                continue
+            # after fit, re-evaluating the best checkpoint logs again at the last step with the epoch
+            # counter already past the end: the first value logged at a step is the one that counts
+            epoch_at: dict[int, int] = {}
+            for event in accumulator.Scalars("epoch"):
+                epoch_at.setdefault(event.step, int(event.value))
+            per_epoch: dict[int, float] = {}
+            for event in accumulator.Scalars("val/acc"):
+                per_epoch.setdefault(epoch_at.get(event.step, -1), event.value)
+            frames += [
+                {**{k: run[k] for k in SETTING + CONFIG}, "seed": run["seed"], "epoch": e + 1, "val_acc": v}
+                for e, v in per_epoch.items()
+                if e >= 0
+            ]
+    return pd.DataFrame(frames)
+
+
+def newest_sweep(root: Path) -> Path:
+    """The most recently written sweep folder under `root` (one holding Hydra's multirun.yaml)."""
+    sweeps = sorted(root.rglob("multirun.yaml"), key=lambda p: p.stat().st_mtime)
+    if not sweeps:
+        raise FileNotFoundError(f"no sweep (multirun.yaml) under {root}/; pass the sweep folder: python report.py DIR")
+    return sweeps[-1].parent
+
+
+def build_report(sweep_dir: str | Path) -> Report:
+    """Collect the runs of a sweep (or single-run) folder and build its report."""
+    sweep_dir = Path(sweep_dir)
+    runs = collect_runs(sweep_dir)
+    if runs.empty:
+        raise FileNotFoundError(f"no Hydra runs (.hydra/config.yaml) under {sweep_dir}: is this a sweep folder?")
+    return Report(sweep_dir, runs)
+
+
+class ReportOnMultirunEnd(Callback):
+    """Hydra callback: writes the report into the sweep folder when a multirun ends."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            report = build_report(sweep_dir)
+            paths = report.write()
+        except Exception:  # a report bug must not hide the finished runs
+            log.exception("could not write the report; re-run it with: python report.py %s", sweep_dir)
+            return
+        log.info("\n%s\nreport: %s", report.terminal(), ", ".join(str(p) for p in paths))

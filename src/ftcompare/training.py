@@ -18,6 +18,7 @@ from ftcompare.reporting import summary_line, write_json
 from ftcompare.strategies import FineTuningStrategy
 
 log = logging.getLogger(__name__)
+HPARAM_COSTS = ("perf/fit_time_s", "perf/train_samples_per_s", "perf/peak_memory_mb", "params/trainable")
 
 
 def _instantiate(node: Any, **kwargs: Any) -> Any:
@@ -46,6 +47,26 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+
+def log_hparams_with_results(trainer: L.Trainer, record: dict[str, Any]) -> None:
+    """Hyper-parameters next to the final metrics, so TensorBoard's HParams tab compares a sweep's runs."""
+    hparams = record["hparams"]
+    params = {
+        "strategy": record["strategy"],
+        "model": record["model"],
+        "seed": record["seed"],
+        **{k: v for k, v in hparams.items() if k != "strategy"},
+        **{f"strategy/{k}": v for k, v in hparams["strategy"].items() if k != "_target_"},  # lora_r, lr_decay, ...
+    }
+    metrics = {
+        "hparams/val_acc": record["val"]["val/acc"],
+        "hparams/test_acc": record["test"]["test/acc"],
+        "hparams/test_f1": record["test"]["test/f1"],
+        **{f"hparams/{k.split('/')[-1]}": v for k, v in record["cost"].items() if k in HPARAM_COSTS and v is not None},
+    }
+    for logger in trainer.loggers:
+        logger.log_hyperparams(params, metrics=metrics)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -89,6 +110,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "checkpoint": best,
     }
     write_json(output_dir / "metrics.json", record)
+    log_hparams_with_results(trainer, record)
     log.info(summary_line(record))
     log.info("metrics written to %s", output_dir / "metrics.json")
     return record

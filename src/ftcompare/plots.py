@@ -1,0 +1,94 @@
+"""Report figures (matplotlib, no display needed): accuracy against each cost, and validation curves."""
+
+from __future__ import annotations
+
+import io
+import zlib
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ftcompare.reporting import CONFIG, SETTING, pareto_front
+
+COLORS = {"full": "tab:blue", "frozen": "tab:green", "lora": "tab:orange", "gradual": "tab:purple"}
+
+
+def _color(strategy: str) -> str:
+    palette = ["tab:red", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray"]
+    return COLORS.get(strategy, palette[zlib.crc32(strategy.encode()) % len(palette)])
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _err(value: float) -> float | None:
+    return None if pd.isna(value) else value
+
+
+def tradeoff(stats: pd.DataFrame, column: str, xlabel: str, log_x: bool = False) -> bytes:
+    """Mean test accuracy against a mean cost per configuration, error bars over seeds, Pareto front dashed."""
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for _, row in stats.iterrows():
+        ax.errorbar(
+            row[f"{column}_mean"],
+            row["test_acc_mean"],
+            xerr=_err(row[f"{column}_std"]),
+            yerr=_err(row["test_acc_std"]),
+            fmt="o",
+            color=_color(row["strategy"]),
+            capsize=3,
+        )
+        ax.annotate(
+            row["label"], (row[f"{column}_mean"], row["test_acc_mean"]), textcoords="offset points", xytext=(6, 6)
+        )
+    for i, (_, setting) in enumerate(stats.groupby(SETTING, dropna=False, sort=False)):
+        on_front = pareto_front(setting[f"{column}_mean"], setting["test_acc_mean"])
+        front = setting[on_front].sort_values(f"{column}_mean")
+        ax.step(
+            front[f"{column}_mean"],
+            front["test_acc_mean"],
+            where="post",
+            linestyle="--",
+            color="gray",
+            label="Pareto front" if i == 0 else None,
+        )
+        ax.scatter(front[f"{column}_mean"], front["test_acc_mean"], s=160, facecolors="none", edgecolors="gray")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel + (" (log scale)" if log_x else ""))
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"Test accuracy vs {xlabel} (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.margins(x=0.15, y=0.1)
+    ax.legend(loc="lower right")
+    return _png(fig)
+
+
+def val_curves(curves: pd.DataFrame, stats: pd.DataFrame) -> bytes:
+    """Validation accuracy per epoch per configuration, mean over seeds with a ±std band."""
+    keys = SETTING + CONFIG
+    labels = {tuple(map(str, row[keys])): (row["label"], row["strategy"]) for _, row in stats.iterrows()}
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for key, group in curves.groupby(keys, dropna=False, sort=False):
+        label, strategy = labels.get(tuple(map(str, key)), (str(key), ""))
+        per_epoch = group.groupby("epoch")["val_acc"].agg(["mean", "std"]).fillna({"std": 0.0})
+        ax.plot(per_epoch.index, per_epoch["mean"], marker="o", color=_color(strategy), label=label)
+        ax.fill_between(
+            per_epoch.index,
+            per_epoch["mean"] - per_epoch["std"],
+            per_epoch["mean"] + per_epoch["std"],
+            color=_color(strategy),
+            alpha=0.15,
+        )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title("Validation accuracy per epoch (mean ± std over seeds)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)

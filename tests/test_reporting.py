@@ -1,0 +1,176 @@
+"""The sweep report: results.csv, summary.md, plots, HTML, failed jobs, grouping and the Pareto front."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import ROOT, tiny_overrides
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from ftcompare.config import job_dirname
+from ftcompare.reporting import MEASURED, best_per_strategy, pareto_front, reading, summarise
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory, tiny_models, reviews_csv) -> Path:
+    """Two strategies x two seeds on the tiny setup; the report is written by the Hydra callback."""
+    sweep = tmp_path_factory.mktemp("sweep")
+    result = run(
+        "train.py",
+        "-m",
+        "strategy=full,lora",
+        "seed=0,1",
+        *tiny_overrides(tiny_models["bert"], reviews_csv),
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return sweep
+
+
+def test_results_csv_has_one_row_per_run_matching_its_metrics(tiny_sweep):
+    results = pd.read_csv(tiny_sweep / "results.csv")
+    assert len(results) == 4 and set(results["status"]) == {"ok"}
+    assert sorted(zip(results["strategy"], results["seed"], strict=True)) == [
+        ("full", 0),
+        ("full", 1),
+        ("lora", 0),
+        ("lora", 1),
+    ]
+    for _, row in results.iterrows():
+        record = json.loads((tiny_sweep / row["dir"] / "metrics.json").read_text())
+        assert row["strategy"] == record["strategy"] and row["seed"] == record["seed"]
+        for column, (section, key) in MEASURED.items():
+            assert row[column] == pytest.approx(record[section][key]), column
+    assert (results.loc[results["strategy"] == "lora", "trainable_pct"] < 100).all()
+
+
+def markdown_rows(section: str) -> list[dict[str, str]]:
+    """The rows of the first pipe table in a markdown section, as dicts by header."""
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    return [dict(zip(cells[0], row, strict=True)) for row in cells[2:]]
+
+
+def test_summary_md_shows_mean_and_std_over_seeds_from_the_csv(tiny_sweep):
+    results = pd.read_csv(tiny_sweep / "results.csv")
+    summary = (tiny_sweep / "summary.md").read_text()
+    rows = {r["strategy"]: r for r in markdown_rows(summary.split("## Per configuration")[1].split("##")[0])}
+    assert set(rows) == {"full", "lora"}
+    for strategy, runs in results.groupby("strategy"):
+        assert rows[strategy]["seeds"] == "2"
+        for column, header, fmt in [("test_acc", "test acc", "{:.4f}"), ("test_auroc", "test AUROC", "{:.4f}")]:
+            expected = f"{fmt.format(runs[column].mean())} ± {fmt.format(runs[column].std())}"
+            assert rows[strategy][header] == expected, (strategy, header)
+        fit_time = f"{runs['fit_time_s'].mean():.0f} ± {runs['fit_time_s'].std():.0f}"
+        assert rows[strategy]["fit time (s)"] == fit_time
+    assert "## Best configuration per strategy" in summary and "## Reading" in summary
+    assert "lora reaches" in summary  # full is the reference
+
+
+def test_plots_and_html_are_written_and_not_empty(tiny_sweep):
+    names = ["acc_vs_fit_time", "acc_vs_peak_memory", "acc_vs_trainable_params", "val_acc_per_epoch"]
+    for name in names:
+        data = (tiny_sweep / f"{name}.png").read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 10_000, name
+    page = (tiny_sweep / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == len(names)
+    assert "<table" in page and "lora" in page and "Runs without a result" not in page
+
+
+def test_tensorboard_hparams_hold_each_runs_settings_and_final_metrics(tiny_sweep):
+    for job in (p for p in tiny_sweep.iterdir() if (p / "metrics.json").is_file()):
+        record = json.loads((job / "metrics.json").read_text())
+        accumulator = EventAccumulator(str(job / "tensorboard"))
+        accumulator.Reload()
+        content = accumulator.PluginTagToContent("hparams")
+        start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+        hparams = start.session_start_info.hparams
+        assert hparams["strategy"].string_value == record["strategy"]
+        assert hparams["seed"].number_value == record["seed"] and hparams["lr"].number_value == record["hparams"]["lr"]
+        assert "hparams/test_acc" in accumulator.Tags()["scalars"]
+        assert accumulator.Scalars("hparams/test_acc")[0].value == pytest.approx(record["test"]["test/acc"])
+
+
+def test_report_by_hand_lists_a_failed_job_instead_of_crashing(tmp_path, tiny_models, reviews_csv):
+    sweep = tmp_path / "sweep"
+    result = run(
+        "train.py",
+        "-m",
+        "data.batch_size=8,0",  # the second job is refused by validation
+        *(o for o in tiny_overrides(tiny_models["bert"], reviews_csv) if not o.startswith("data.batch_size=")),
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert result.returncode != 0
+    report = run("report.py", str(sweep))
+    assert report.returncode == 0, report.stderr[-3000:]
+    results = pd.read_csv(sweep / "results.csv")
+    assert list(results["status"]) == ["ok", "failed"]
+    assert "data.batch_size" in results.loc[1, "error"]
+    summary = (sweep / "summary.md").read_text()
+    assert "## Runs without a result" in summary and "data.batch_size" in summary
+    assert "failed" in report.stdout
+
+
+def test_report_without_a_sweep_is_a_clear_error(tmp_path):
+    result = run("report.py", "--root", str(tmp_path))
+    assert result.returncode == 2 and result.stderr.startswith("error:") and "Traceback" not in result.stderr
+
+
+def test_pareto_front_on_hand_made_points():
+    cost = [1.0, 2.0, 3.0, 2.0, 4.0, float("nan"), 1.0]
+    score = [0.80, 0.85, 0.84, 0.85, 0.90, 0.99, 0.79]
+    # 3.0/0.84 is beaten by 2.0/0.85; equal points do not beat each other; NaN is never on the front;
+    # 1.0/0.79 is beaten by 1.0/0.80 (same cost, better score)
+    assert pareto_front(cost, score) == [True, True, False, True, True, False, False]
+
+
+def _runs(rows: list[dict]) -> pd.DataFrame:
+    """Hand-made results rows with everything the summary needs."""
+    base = {"status": "ok", "data": "imdb", "split": "4000/1000/1000 seed 42", "max_length": 256}
+    base |= {"batch_size": 16, "max_epochs": 3, "variant": "", **dict.fromkeys(MEASURED, 1.0)}
+    return pd.DataFrame([{**base, **row} for row in rows])
+
+
+def test_runs_of_different_models_are_never_averaged_together():
+    runs = _runs(
+        [
+            {"model": "minilm", "strategy": "full", "lr": 1e-4, "seed": 0, "test_acc": 0.80, "val_acc": 0.8},
+            {"model": "minilm", "strategy": "full", "lr": 1e-4, "seed": 1, "test_acc": 0.90, "val_acc": 0.8},
+            {"model": "distilbert", "strategy": "full", "lr": 1e-4, "seed": 0, "test_acc": 0.50, "val_acc": 0.5},
+        ]
+    )
+    stats = summarise(runs).set_index("model")
+    assert stats.loc["minilm", "test_acc_mean"] == pytest.approx(0.85)
+    assert stats.loc["minilm", "seeds"] == 2 and stats.loc["distilbert", "seeds"] == 1
+    assert math.isnan(stats.loc["distilbert", "test_acc_std"])
+
+
+def test_best_configuration_is_chosen_on_validation_not_test():
+    runs = _runs(
+        [
+            {"model": "m", "strategy": "lora", "lr": 1e-3, "seed": 0, "test_acc": 0.90, "val_acc": 0.70},
+            {"model": "m", "strategy": "lora", "lr": 1e-4, "seed": 0, "test_acc": 0.80, "val_acc": 0.85},
+            {"model": "m", "strategy": "full", "lr": 1e-4, "seed": 0, "test_acc": 0.85, "val_acc": 0.85},
+        ]
+    )
+    best = best_per_strategy(summarise(runs)).set_index("strategy")
+    assert best.loc["lora", "lr"] == 1e-4
+    assert any(s.startswith("lora reaches 94.1% of full's test accuracy") for s in reading(best.reset_index()))
+
+
+def test_job_folder_names_keep_swept_values_and_drop_slashes():
+    name = job_dirname("data.source.data_files=/a/very/long/path.csv,seed=0,strategy=lora", max_len=40)
+    assert name.startswith("seed=0,strategy=lora,") and "/" not in name and len(name) <= 40
