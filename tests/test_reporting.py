@@ -15,7 +15,15 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from ftcompare.config import job_dirname
-from ftcompare.reporting import MEASURED, best_per_strategy, pareto_front, reading, summarise
+from ftcompare.reporting import (
+    MEASURED,
+    best_per_strategy,
+    collect_runs,
+    pareto_front,
+    read_val_curves,
+    reading,
+    summarise,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -88,6 +96,14 @@ def test_plots_and_html_are_written_and_not_empty(tiny_sweep):
     page = (tiny_sweep / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') == len(names)
     assert "<table" in page and "lora" in page and "Runs without a result" not in page
+
+
+def test_validation_curves_have_one_point_per_training_epoch(tiny_sweep):
+    runs = collect_runs(tiny_sweep)
+    curves = read_val_curves(tiny_sweep, runs)
+    # the re-evaluation of the best checkpoint after fit must not show up as an extra epoch
+    epochs = curves.groupby(["strategy", "seed"])["epoch"].apply(list)
+    assert len(epochs) == 4 and all(e == [1, 2] for e in epochs), epochs
 
 
 def test_tensorboard_hparams_hold_each_runs_settings_and_final_metrics(tiny_sweep):

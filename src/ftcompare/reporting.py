@@ -299,6 +299,20 @@ def reading(best: pd.DataFrame) -> list[str]:
     return sentences
 
 
+def _memory_caveat(runs: pd.DataFrame) -> list[str]:
+    """On CPU the sweep's jobs share one process, whose resident peak carries what earlier jobs left behind."""
+    ok = runs[(runs["status"] == "ok") & (runs["device"] == "cpu")].dropna(subset=["peak_memory_mb"])
+    if len(ok) < 2:
+        return []
+    first, last = ok.iloc[0], ok.iloc[-1]
+    return [
+        f"CPU peak memory is the resident peak of the one process all jobs ran in, so it also holds what earlier"
+        f" jobs left behind: {first['peak_memory_mb']:,.0f} MiB in job {first['job']} ({first['strategy']}),"
+        f" {last['peak_memory_mb']:,.0f} MiB in job {last['job']} ({last['strategy']}). Compare memory between"
+        " runs with care."
+    ]
+
+
 def _test_size(split: str) -> int | None:
     """The test size from a `train/val/test seed S` split label."""
     try:
@@ -359,6 +373,7 @@ class Report:
         self.stats = summarise(self.runs)
         self.best = best_per_strategy(self.stats)
         self.sentences = reading(self.best) if not self.best.empty else []
+        self.sentences += _memory_caveat(self.runs)
 
     def header(self) -> list[str]:
         counts = self.runs["status"].value_counts()
@@ -497,18 +512,15 @@ def read_val_curves(sweep_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
             tags = accumulator.Tags()["scalars"]
             if "val/acc" not in tags or "epoch" not in tags:
                 continue
-            # after fit, re-evaluating the best checkpoint logs again at the last step with the epoch
-            # counter already past the end: the first value logged at a step is the one that counts
-            epoch_at: dict[int, int] = {}
-            for event in accumulator.Scalars("epoch"):
-                epoch_at.setdefault(event.step, int(event.value))
+            epoch_at = {event.step: int(event.value) for event in accumulator.Scalars("epoch")}
             per_epoch: dict[int, float] = {}
             for event in accumulator.Scalars("val/acc"):
                 per_epoch.setdefault(epoch_at.get(event.step, -1), event.value)
+            # re-evaluating the best checkpoint after fit logs with the epoch counter at `epochs_run`
             frames += [
                 {**{k: run[k] for k in SETTING + CONFIG}, "seed": run["seed"], "epoch": e + 1, "val_acc": v}
                 for e, v in per_epoch.items()
-                if e >= 0
+                if 0 <= e < run["epochs_run"]
             ]
     return pd.DataFrame(frames)
 
