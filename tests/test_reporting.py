@@ -98,6 +98,12 @@ def test_plots_and_html_are_written_and_not_empty(tiny_sweep):
     assert "<table" in page and "lora" in page and "Runs without a result" not in page
 
 
+def test_runs_with_limited_batches_are_marked_and_not_given_a_test_size(tiny_sweep):
+    results = pd.read_csv(tiny_sweep / "results.csv")
+    assert results["split"].str.endswith("(limited batches)").all()  # never grouped with full evaluations
+    assert "test examples" not in (tiny_sweep / "summary.md").read_text()
+
+
 def test_validation_curves_have_one_point_per_training_epoch(tiny_sweep):
     runs = collect_runs(tiny_sweep)
     curves = read_val_curves(tiny_sweep, runs)

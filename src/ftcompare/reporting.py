@@ -29,16 +29,6 @@ from ftcompare.config import register_resolvers
 
 log = logging.getLogger(__name__)
 
-SUMMARY_KEYS = (
-    ("test/acc", "test acc", "{:.4f}"),
-    ("test/f1", "test F1", "{:.4f}"),
-    ("val/acc", "best val acc", "{:.4f}"),
-    ("perf/fit_time_s", "fit time (s)", "{:.0f}"),
-    ("perf/train_samples_per_s", "train samples/s", "{:.1f}"),
-    ("perf/peak_memory_mb", "peak memory (MiB)", "{:.0f}"),
-    ("params/trainable_pct", "trainable %", "{:.2f}"),
-)
-
 # results.csv column -> where it lives in metrics.json
 MEASURED = {
     "val_acc": ("val", "val/acc"),
@@ -78,6 +68,11 @@ DISPLAYED = [
     ("trainable %", "trainable_pct", "{:.2f}"),
     ("checkpoint (MiB)", "checkpoint_mb", "{:.0f}"),
 ]
+# The one line a run prints when it ends.
+SUMMARY_LINE = {
+    *("test acc", "test F1", "best val acc"),
+    *("fit time (s)", "train samples/s", "peak memory (MiB)", "trainable %"),
+}
 SAME_FOR_EVERY_SEED = ("trainable_params", "trainable_pct", "checkpoint_mb")
 ONE_CONFIG = "Each strategy ran in one configuration: the table above."
 HEADERS = {"batch_size": "batch size", "max_epochs": "epochs", "max_length": "max length"}
@@ -104,8 +99,11 @@ def _write_atomic(path: Path, text: str | bytes) -> None:
 
 def summary_line(record: dict[str, Any]) -> str:
     """One human-readable line per run for the terminal."""
-    metrics = {**record["val"], **record["test"], **record["cost"]}
-    parts = [f"{label} {fmt.format(metrics[key])}" for key, label, fmt in SUMMARY_KEYS if key in metrics]
+    parts = []
+    for label, column, fmt in DISPLAYED:
+        section, key = MEASURED[column]
+        if label in SUMMARY_LINE and record[section].get(key) is not None:
+            parts.append(f"{label} {fmt.format(record[section][key])}")
     return f"[{record['strategy']}] " + " | ".join(parts)
 
 
@@ -123,6 +121,15 @@ def _model_name(cfg: DictConfig, choice: str | None) -> str:
     if not isinstance(raw, str) or raw.startswith("${"):
         return choice or "?"
     return raw
+
+
+def _split_label(cfg: DictConfig) -> str:
+    """`train/val/test seed S`, marked when the run evaluated only part of the splits (debug limits)."""
+    sizes = "/".join(str(_select(cfg, f"data.{k}_size")) for k in ("train", "val", "test"))
+    limited = _select(cfg, "trainer.fast_dev_run") or any(
+        _select(cfg, f"trainer.limit_{k}_batches") not in (None, 1.0) for k in ("train", "val", "test")
+    )
+    return f"{sizes} seed {_select(cfg, 'data.split_seed')}" + (" (limited batches)" if limited else "")
 
 
 def _failure(job_dir: Path) -> tuple[str, str]:
@@ -152,8 +159,7 @@ def collect_runs(sweep_dir: Path) -> pd.DataFrame:
             "strategy": choices.get("strategy"),
             "model": _model_name(cfg, choices.get("model")),
             "data": choices.get("data"),
-            "split": "/".join(str(_select(cfg, f"data.{k}_size")) for k in ("train", "val", "test"))
-            + f" seed {_select(cfg, 'data.split_seed')}",
+            "split": _split_label(cfg),
             "max_length": _select(cfg, "data.max_length"),
             "precision": None,
             "lr": _select(cfg, "optimizer.lr"),
@@ -314,7 +320,9 @@ def _memory_caveat(runs: pd.DataFrame) -> list[str]:
 
 
 def _test_size(split: str) -> int | None:
-    """The test size from a `train/val/test seed S` split label."""
+    """The test size from a `train/val/test seed S` split label; None where the test was cut short."""
+    if "limited" in split:
+        return None
     try:
         return int(split.split()[0].split("/")[2])
     except (IndexError, ValueError):
