@@ -97,7 +97,7 @@ def _positive(cfg: DictConfig, key: str, fix: str, minimum: int = 1) -> None:
 def validate(cfg: DictConfig) -> None:
     """Fail fast on settings that can never work."""
     for key, fix in [("lr_multiplier", "lr_multiplier=1.0"), ("optimizer.lr", "e.g. optimizer.lr=5e-5")]:
-        value = OmegaConf.select(cfg, key, default=1.0, throw_on_resolution_failure=False)
+        value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ConfigError(f"{key}={value!r} is invalid: it must be a number > 0. Fix: {fix}")
     _positive(cfg, "data.batch_size", "e.g. data.batch_size=16")
