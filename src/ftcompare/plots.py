@@ -10,6 +10,7 @@ from matplotlib.figure import Figure
 
 from ftcompare.reporting import CONFIG, SETTING, pareto_front
 
+MAX_LABELS = 8
 COLORS = {"full": "tab:blue", "frozen": "tab:green", "lora": "tab:orange", "gradual": "tab:purple"}
 
 
@@ -32,22 +33,10 @@ def tradeoff(stats: pd.DataFrame, column: str, xlabel: str, log_x: bool = False)
     """Mean test accuracy against a mean cost per configuration, error bars over seeds, Pareto front dashed."""
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
-    for _, row in stats.iterrows():
-        ax.errorbar(
-            row[f"{column}_mean"],
-            row["test_acc_mean"],
-            xerr=_err(row[f"{column}_std"]),
-            yerr=_err(row["test_acc_std"]),
-            fmt="o",
-            color=_color(row["strategy"]),
-            capsize=3,
-        )
-        ax.annotate(
-            row["label"], (row[f"{column}_mean"], row["test_acc_mean"]), textcoords="offset points", xytext=(6, 6)
-        )
+    on_front = pd.Series(False, index=stats.index)
     for i, (_, setting) in enumerate(stats.groupby(SETTING, dropna=False, sort=False)):
-        on_front = pareto_front(setting[f"{column}_mean"], setting["test_acc_mean"])
-        front = setting[on_front].sort_values(f"{column}_mean")
+        on_front[setting.index] = pareto_front(setting[f"{column}_mean"], setting["test_acc_mean"])
+        front = setting[on_front[setting.index]].sort_values(f"{column}_mean")
         ax.step(
             front[f"{column}_mean"],
             front["test_acc_mean"],
@@ -57,6 +46,22 @@ def tradeoff(stats: pd.DataFrame, column: str, xlabel: str, log_x: bool = False)
             label="Pareto front" if i == 0 else None,
         )
         ax.scatter(front[f"{column}_mean"], front["test_acc_mean"], s=160, facecolors="none", edgecolors="gray")
+    seen: set[str] = set()
+    for index, row in stats.iterrows():
+        ax.errorbar(
+            row[f"{column}_mean"],
+            row["test_acc_mean"],
+            xerr=_err(row[f"{column}_std"]),
+            yerr=_err(row["test_acc_std"]),
+            fmt="o",
+            color=_color(row["strategy"]),
+            capsize=3,
+            label=None if row["strategy"] in seen else row["strategy"],
+        )
+        seen.add(row["strategy"])
+        if len(stats) <= MAX_LABELS or on_front[index]:  # a big sweep labels its front only; colours say the rest
+            xy = (row[f"{column}_mean"], row["test_acc_mean"])
+            ax.annotate(row["label"], xy, textcoords="offset points", xytext=(6, 6), fontsize=8)
     if log_x:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel + (" (log scale)" if log_x else ""))
@@ -64,7 +69,7 @@ def tradeoff(stats: pd.DataFrame, column: str, xlabel: str, log_x: bool = False)
     ax.set_title(f"Test accuracy vs {xlabel} (mean ± std over seeds)")
     ax.grid(alpha=0.3)
     ax.margins(x=0.15, y=0.1)
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right", fontsize=8)
     return _png(fig)
 
 
