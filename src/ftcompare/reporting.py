@@ -47,7 +47,7 @@ MEASURED = {
 # What makes two runs comparable; the configuration adds the knobs a sweep varies, all but the seed.
 SETTING = ["model", "data", "split", "max_length"]
 CONFIG = ["strategy", "lr", "batch_size", "max_epochs", "variant"]
-AGGREGATED = ["test_acc", "test_f1", "test_auroc", "val_acc", *list(MEASURED)[4:]]
+AGGREGATED = list(MEASURED)
 # Overrides shown in a column of their own rather than in `variant`.
 OWN_COLUMNS = {
     *("seed", "strategy", "optimizer.lr", "lr_multiplier", "data.batch_size", "trainer.max_epochs"),
@@ -74,7 +74,6 @@ SUMMARY_LINE = {
     *("fit time (s)", "train samples/s", "peak memory (MiB)", "trainable %"),
 }
 SAME_FOR_EVERY_SEED = ("trainable_params", "trainable_pct", "checkpoint_mb")
-ONE_CONFIG = "Each strategy ran in one configuration: the table above."
 HEADERS = {"batch_size": "batch size", "max_epochs": "epochs", "max_length": "max length"}
 # Trade-off plots: x column, axis label, log scale.
 TRADEOFFS = [
@@ -89,12 +88,13 @@ def write_json(path: Path, record: dict[str, Any]) -> None:
     _write_atomic(path, json.dumps(record, indent=2, default=str) + "\n")
 
 
-def _write_atomic(path: Path, text: str | bytes) -> None:
+def _write_atomic(path: Path, text: str | bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
         f.write(text)
     os.replace(tmp, path)
+    return path
 
 
 def summary_line(record: dict[str, Any]) -> str:
@@ -406,31 +406,31 @@ class Report:
         not_ok = self.runs[self.runs["status"] != "ok"]
         return [f"`{r.dir}` ({r.strategy}, seed {r.seed}, {r.status}): {r.error}" for r in not_ok.itertuples()]
 
-    def _several_per_strategy(self) -> bool:
-        return len(self.best) < len(self.stats)
-
-    def _best_markdown(self) -> str:
-        return _markdown(display_table(self.best)) if self._several_per_strategy() else ONE_CONFIG
+    def sections(self) -> list[tuple[str, pd.DataFrame | list[str] | str]]:
+        """(title, table | bullet list | paragraph) in report order; markdown and HTML render the same sections."""
+        parts: list[tuple[str, pd.DataFrame | list[str] | str]] = []
+        if not self.stats.empty:
+            several = len(self.best) < len(self.stats)
+            parts += [
+                ("Per configuration (mean ± std over seeds, sorted by test accuracy)", display_table(self.stats)),
+                (
+                    "Best configuration per strategy (chosen by mean validation accuracy)",
+                    display_table(self.best) if several else "Each strategy ran in one configuration: the table above.",
+                ),
+                ("Reading", self.sentences),
+            ]
+        if self.failed_lines():
+            parts.append(("Runs without a result", self.failed_lines()))
+        return parts
 
     def markdown(self, images: Sequence[Path]) -> str:
         parts = ["# Fine-tuning strategy comparison", "", *[f"- {line}" for line in self.header()], ""]
-        if not self.stats.empty:
-            parts += [
-                "## Per configuration (mean ± std over seeds, sorted by test accuracy)",
-                "",
-                _markdown(display_table(self.stats)),
-                "",
-                "## Best configuration per strategy (chosen by mean validation accuracy)",
-                "",
-                self._best_markdown(),
-                "",
-                "## Reading",
-                "",
-                *[f"- {s}" for s in self.sentences],
-                "",
-            ]
-        if self.failed_lines():
-            parts += ["## Runs without a result", "", *[f"- {line}" for line in self.failed_lines()], ""]
+        for title, body in self.sections():
+            if isinstance(body, pd.DataFrame):
+                text = _markdown(body)
+            else:
+                text = body if isinstance(body, str) else "\n".join(f"- {item}" for item in body)
+            parts += [f"## {title}", "", text, ""]
         parts += [f"![{p.stem}]({p.name})" for p in images]
         return "\n".join(parts) + "\n"
 
@@ -439,16 +439,12 @@ class Report:
             return df.to_html(index=False, border=0, classes="t", na_rep="–")
 
         body = [f"<h1>Fine-tuning strategy comparison</h1><ul>{_li(self.header())}</ul>"]
-        if not self.stats.empty:
-            body += [
-                "<h2>Per configuration (mean ± std over seeds, sorted by test accuracy)</h2>",
-                table(display_table(self.stats)),
-                "<h2>Best configuration per strategy (chosen by mean validation accuracy)</h2>",
-                table(display_table(self.best)) if self._several_per_strategy() else f"<p>{ONE_CONFIG}</p>",
-                f"<h2>Reading</h2><ul>{_li(self.sentences)}</ul>",
-            ]
-        if self.failed_lines():
-            body.append(f"<h2>Runs without a result</h2><ul>{_li(self.failed_lines())}</ul>")
+        for title, content in self.sections():
+            if isinstance(content, pd.DataFrame):
+                rendered = table(content)
+            else:
+                rendered = f"<p>{html.escape(content)}</p>" if isinstance(content, str) else f"<ul>{_li(content)}</ul>"
+            body.append(f"<h2>{html.escape(title)}</h2>{rendered}")
         for image in images:
             data = base64.b64encode(image.read_bytes()).decode()
             body.append(f'<figure><img alt="{image.stem}" src="data:image/png;base64,{data}"></figure>')
@@ -473,10 +469,10 @@ class Report:
         if not self.stats.empty:
             for column, label, log_x in TRADEOFFS:
                 png = plots.tradeoff(self.stats, column, label, log_x)
-                images.append(_save(out / f"acc_vs_{column.removesuffix('_s').removesuffix('_mb')}.png", png))
+                images.append(_write_atomic(out / f"acc_vs_{column.removesuffix('_s').removesuffix('_mb')}.png", png))
             curves = read_val_curves(self.sweep_dir, self.runs)
             if not curves.empty:
-                images.append(_save(out / "val_acc_per_epoch.png", plots.val_curves(curves, self.stats)))
+                images.append(_write_atomic(out / "val_acc_per_epoch.png", plots.val_curves(curves, self.stats)))
         _write_atomic(out / "summary.md", self.markdown(images))
         _write_atomic(out / "report.html", self.html(images))
         return [out / "results.csv", out / "summary.md", *images, out / "report.html"]
@@ -492,11 +488,6 @@ class Report:
 
 def _li(items: Sequence[str]) -> str:
     return "".join(f"<li>{html.escape(i)}</li>" for i in items)
-
-
-def _save(path: Path, png: bytes) -> Path:
-    _write_atomic(path, png)
-    return path
 
 
 def _sweep_command(sweep_dir: Path) -> str | None:
