@@ -2,7 +2,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install run test compare report lint format clean tensorboard
+.PHONY: install run test bench compare report lint format clean tensorboard
 
 install: ## torch first (a bare `torch` requirement would pull CUDA wheels), then the package
 	$(PIP) install "torch==$(TORCH_VERSION)"
@@ -13,6 +13,9 @@ run: install ## train LoRA on the embedded defaults (IMDb + all-MiniLM-L6-v2) an
 
 test: install ## the test suite (tiny models; one marked test trains the real embedded model)
 	$(PYTHON) -m pytest
+
+bench: install ## training throughput per strategy, ours vs Hugging Face Trainer (~10 min on 2 CPU cores); ARGS="--strategies full" etc.
+	$(PYTHON) bench.py $(ARGS)
 
 compare: ## the study: four strategies x seeds 0,1,2 on the defaults; writes the report into the sweep folder
 	$(PYTHON) train.py -m experiment=compare

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
@@ -99,3 +101,18 @@ def compose_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
             return compose("train", overrides=[f"paths.output_dir={tmp_path}", *overrides])
 
     return _compose
+
+
+def quiet_trainer(**kwargs: Any) -> L.Trainer:
+    """A CPU fp32 Lightning Trainer without logger, checkpoints, progress bar or summary; kwargs override."""
+    args = {
+        "num_sanity_val_steps": 0,
+        "precision": "32-true",
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "accelerator": "cpu",
+        **kwargs,
+    }
+    return L.Trainer(**args)

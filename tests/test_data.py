@@ -123,3 +123,23 @@ def test_tfidf_baseline_runs_on_the_same_split_and_window(compose_cfg, reviews_c
     assert set(result["tfidf_whole_text"]) == set(result["tfidf_first_16_tokens"]) == {"validation", "test"}
     assert all(0.4 < acc <= 1 for acc in result["tfidf_whole_text"].values())
     assert result["test_share_longer_than_16_tokens"] == 1.0  # every review is longer than 16 tokens
+
+
+def test_length_grouped_batches_cover_every_example_once_with_less_padding(reviews_csv):
+    import torch
+
+    padding = {}
+    for grouped in (False, True):
+        dm = make_dm(reviews_csv, max_length=256, batch_size=8, group_by_length=grouped)
+        dm.setup("fit")
+        torch.manual_seed(0)
+        batches = list(dm.train_dataloader())
+        ids = sorted(
+            tuple(row[mask.bool()].tolist())
+            for b in batches
+            for row, mask in zip(b["input_ids"], b["attention_mask"], strict=True)
+        )
+        assert ids == sorted(tuple(x) for x in dm.splits["train"]["input_ids"])
+        masks = [b["attention_mask"] for b in batches]
+        padding[grouped] = 1 - sum(float(m.sum()) for m in masks) / sum(m.numel() for m in masks)
+    assert padding[True] < 0.75 * padding[False], padding

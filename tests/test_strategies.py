@@ -6,7 +6,7 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from conftest import tiny_overrides
+from conftest import quiet_trainer, tiny_overrides
 from hydra.utils import instantiate
 
 from ftcompare.models import anatomy
@@ -19,19 +19,7 @@ def fit(cfg, module, epochs: int = 2, callbacks=()) -> dict[str, torch.Tensor]:
     """Snapshot the weights, train a few steps, return the snapshot."""
     before = {n: p.detach().clone() for n, p in module.named_parameters()}
     datamodule = instantiate(cfg.data, _convert_="all")
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        limit_train_batches=3,
-        limit_val_batches=1,
-        num_sanity_val_steps=0,
-        precision="32-true",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=list(callbacks),
-        accelerator="cpu",
-    )
+    trainer = quiet_trainer(max_epochs=epochs, limit_train_batches=3, limit_val_batches=1, callbacks=list(callbacks))
     trainer.fit(module, datamodule=datamodule)
     return before
 
@@ -146,3 +134,61 @@ def test_gradual_leaves_layers_not_yet_unfrozen_untouched(setup):
     assert not any(diff[names[id(p)]] for p in parts.layers[0].parameters())
     assert not any(diff[names[id(p)]] for p in parts.embeddings.parameters())
     assert all(diff[names[id(p)]] for p in parts.layers[1].parameters())
+
+
+class GraphProbe(L.Callback):
+    """Per training step: which encoder layers' outputs carry an autograd graph (and so stored activations)."""
+
+    def __init__(self, layers) -> None:
+        self.steps: list[list[bool]] = []
+        self.current: list[bool] = []
+        for layer in layers:
+            layer.register_forward_hook(self.record)
+
+    def record(self, layer, args, output) -> None:
+        if layer.training:
+            self.current.append((output[0] if isinstance(output, tuple) else output).requires_grad)
+
+    def on_train_batch_end(self, *args) -> None:
+        self.steps.append(self.current)
+        self.current = []
+
+
+@pytest.mark.parametrize("strategy", ["gradual", "lora"])
+def test_no_graph_below_the_lowest_trainable_layer(setup, strategy):
+    """Layers with nothing trainable at or below them run without a graph: nothing stored, no backward."""
+    cfg, module = setup("bert", strategy)
+    bert = (module.model.get_base_model() if strategy == "lora" else module.model).bert
+    probe = GraphProbe(bert.encoder.layer)
+    fit(cfg, module, epochs=2, callbacks=[probe])
+    per_epoch = [probe.steps[0], probe.steps[-1]]  # 3 steps per epoch
+    if strategy == "gradual":  # epoch 0: head only; epoch 1: + the top layer
+        assert per_epoch == [[False, False], [False, True]]
+    else:  # adapters in every layer, but the frozen embeddings need no gradient
+        assert per_epoch == [[True, True], [True, True]]
+        assert not any(p.requires_grad for p in bert.embeddings.parameters())
+
+
+def test_gradient_clipping_works_with_the_fused_optimizer_in_bf16(setup):
+    """Lightning's mixed-precision plugin refuses clipping with fused AdamW; ours clips (no scaler in bf16)."""
+    cfg, module = setup("bert", "full", "optimizer.lr=1.0")
+    assert module.optimizer_factory.keywords["fused"] is True
+    norms = []
+
+    class Norms(L.Callback):
+        def on_before_zero_grad(self, trainer, pl_module, optimizer):  # grads of the previous step
+            grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+            if grads:
+                norms.append(float(torch.nn.utils.get_total_norm(grads)))
+
+    datamodule = instantiate(cfg.data, _convert_="all")
+    trainer = quiet_trainer(
+        max_epochs=1,
+        limit_train_batches=3,
+        limit_val_batches=0,
+        precision="bf16-mixed",
+        gradient_clip_val=0.05,
+        callbacks=[Norms()],
+    )
+    trainer.fit(module, datamodule=datamodule)
+    assert len(norms) == 2 and all(n == pytest.approx(0.05, rel=1e-3) for n in norms), norms

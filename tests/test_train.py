@@ -26,12 +26,14 @@ PROMISED_TAGS = {
     "perf/train_samples_per_s",
     "perf/train_tokens_per_s",
     "perf/peak_memory_mb",
+    "perf/train_memory_mb",
     "params/trainable",
     "params/total",
     "params/trainable_pct",
     "run/fit_time_s",
     "run/train_samples_per_s",
     "run/peak_memory_mb",
+    "run/train_memory_mb",
 }
 
 

@@ -22,18 +22,21 @@ class PeakMemory:
 
     On Linux the kernel's high-water mark (VmHWM) is reset through /proc/self/clear_refs, so a run
     after a bigger one in the same process does not inherit its peak; elsewhere RSS is sampled.
+    `above_start_mb` is the peak minus the level at `reset`: what the run itself added (gradients,
+    optimizer state, activations), free of whatever the process held before.
     """
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self.sampled = 0
+        self.sampled = self.start = 0
         self.kernel_hwm = sys.platform.startswith("linux")
 
     def reset(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
+            self.start = torch.cuda.memory_allocated(self.device)
             return
-        self.sampled = psutil.Process().memory_info().rss
+        self.sampled = self.start = psutil.Process().memory_info().rss
         if self.kernel_hwm:
             try:
                 Path("/proc/self/clear_refs").write_text("5")
@@ -52,6 +55,9 @@ class PeakMemory:
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1]) / 1024
         return self.sampled / 2**20
+
+    def above_start_mb(self) -> float:
+        return self.peak_mb() - self.start / 2**20
 
 
 class CostMonitor(L.Callback):
@@ -101,6 +107,7 @@ class CostMonitor(L.Callback):
             "perf/train_samples_per_s": samples / step_time if step_time else 0.0,
             "perf/train_tokens_per_s": tokens / step_time if step_time else 0.0,
             "perf/peak_memory_mb": self.memory.peak_mb(),
+            "perf/train_memory_mb": self.memory.above_start_mb(),
         }
 
     def _params(self, pl_module: L.LightningModule) -> dict[str, float]:

@@ -7,14 +7,18 @@ fixed seed. Tokenised splits live in the `datasets` cache, so a second run does 
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
 from datasets.fingerprint import Hasher
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 from transformers import AutoTokenizer, DataCollatorWithPadding
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from ftcompare.config import ConfigError
 from ftcompare.models import load_pretrained
@@ -44,6 +48,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         batch_size: int = 16,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
+        group_by_length: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -181,10 +186,16 @@ class TextClassificationDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         assert self.splits is not None, "call setup() first"
         hp = self.hparams
+        dataset = self.splits[split]
+        if shuffle and hp.group_by_length:
+            batches = LengthGroupedBatches([len(ids) for ids in dataset["input_ids"]], hp.batch_size)
+            batching: dict[str, Any] = {"batch_sampler": batches}
+        else:
+            batch_size = hp.batch_size if shuffle else (hp.eval_batch_size or 2 * hp.batch_size)
+            batching = {"batch_size": batch_size, "shuffle": shuffle}
         return DataLoader(
-            self.splits[split].with_format("torch"),
-            batch_size=hp.batch_size if shuffle else (hp.eval_batch_size or 2 * hp.batch_size),
-            shuffle=shuffle,
+            dataset.with_format("torch"),
+            **batching,
             collate_fn=self.collate,
             num_workers=hp.num_workers,
             persistent_workers=hp.num_workers > 0,
@@ -198,6 +209,26 @@ class TextClassificationDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+class LengthGroupedBatches(Sampler[list[int]]):
+    """Batches of similar length (transformers' `LengthGroupedSampler`), served in random order.
+
+    Less padding per batch; the random order keeps any stretch of an epoch (and a benchmark's
+    window) from being all long or all short batches, as the sampler's sorted mega-batches are.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int) -> None:
+        self.lengths, self.batch_size = lengths, batch_size
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = list(LengthGroupedSampler(self.batch_size, lengths=self.lengths))
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        for i in torch.randperm(len(batches)).tolist():
+            yield batches[i]
 
 
 def _check_fits(setting: str, need: int, have: int, split: str) -> None:

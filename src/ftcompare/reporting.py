@@ -39,6 +39,7 @@ MEASURED = {
     "epoch_time_s": ("cost", "perf/mean_epoch_time_s"),
     "train_samples_per_s": ("cost", "perf/train_samples_per_s"),
     "peak_memory_mb": ("cost", "perf/peak_memory_mb"),
+    "train_memory_mb": ("cost", "perf/train_memory_mb"),
     "trainable_params": ("cost", "params/trainable"),
     "total_params": ("cost", "params/total"),
     "trainable_pct": ("cost", "params/trainable_pct"),
@@ -64,6 +65,7 @@ DISPLAYED = [
     ("s / epoch", "epoch_time_s", "{:.0f}"),
     ("train samples/s", "train_samples_per_s", "{:.1f}"),
     ("peak memory (MiB)", "peak_memory_mb", "{:.0f}"),
+    ("training memory (MiB)", "train_memory_mb", "{:.0f}"),
     ("trainable params", "trainable_params", "{:,.0f}"),
     ("trainable %", "trainable_pct", "{:.2f}"),
     ("checkpoint (MiB)", "checkpoint_mb", "{:.0f}"),
@@ -71,14 +73,14 @@ DISPLAYED = [
 # The one line a run prints when it ends.
 SUMMARY_LINE = {
     *("test acc", "test F1", "best val acc"),
-    *("fit time (s)", "train samples/s", "peak memory (MiB)", "trainable %"),
+    *("fit time (s)", "train samples/s", "training memory (MiB)", "trainable %"),
 }
 SAME_FOR_EVERY_SEED = ("trainable_params", "trainable_pct", "checkpoint_mb")
 HEADERS = {"batch_size": "batch size", "max_epochs": "epochs", "max_length": "max length"}
 # Trade-off plots: x column, axis label, log scale.
 TRADEOFFS = [
     ("fit_time_s", "fit time (s)", False),
-    ("peak_memory_mb", "peak memory (MiB)", False),
+    ("train_memory_mb", "training memory (MiB): peak above the level at fit start", False),
     ("trainable_params", "trainable parameters", True),
 ]
 
@@ -264,9 +266,14 @@ def _pct(part: float, whole: float) -> str:
     return f"{100 * part / whole:.3g}%" if whole else "n/a"
 
 
+# Memory figures, best first: the training memory is per run; older runs only have the process peak.
+_MEMORY = {"train_memory_mb": "training memory", "peak_memory_mb": "peak memory"}
+
+
 def reading(best: pd.DataFrame) -> list[str]:
     """Sentences on the trade-offs, every number taken from the best-per-strategy table."""
     sentences = []
+    memory = next(c for c in _MEMORY if c == "peak_memory_mb" or best.get(f"{c}_mean", pd.Series()).notna().all())
     for _, group in best.groupby(SETTING, dropna=False, sort=False):
         group = group.set_index("strategy")
         reference = "full" if "full" in group.index else group["test_acc_mean"].idxmax()
@@ -287,10 +294,10 @@ def reading(best: pd.DataFrame) -> list[str]:
                 f"{prefix}{name} reaches {_pct(row['test_acc_mean'], ref['test_acc_mean'])} of {reference}'s test"
                 f" accuracy ({row['test_acc_mean']:.3f} vs {ref['test_acc_mean']:.3f}; {noise}) with"
                 f" {_pct(row['trainable_params_mean'], ref['trainable_params_mean'])} of its trainable parameters,"
-                f" {_pct(row['peak_memory_mb_mean'], ref['peak_memory_mb_mean'])} of its peak memory and"
+                f" {_pct(row[f'{memory}_mean'], ref[f'{memory}_mean'])} of its {_MEMORY[memory]} and"
                 f" {_pct(row['fit_time_s_mean'], ref['fit_time_s_mean'])} of its fit time."
             )
-        for column, what in [("fit_time_s_mean", "fastest"), ("peak_memory_mb_mean", "leanest in peak memory")]:
+        for column, what in [("fit_time_s_mean", "fastest"), (f"{memory}_mean", f"leanest in {_MEMORY[memory]}")]:
             name = group[column].idxmin()
             sentences.append(f"{prefix}{what}: {name} ({group.loc[name, column]:,.0f} {_unit(column)}).")
         on_front = pareto_front(group["fit_time_s_mean"], group["test_acc_mean"])
@@ -468,6 +475,8 @@ class Report:
         images = []
         if not self.stats.empty:
             for column, label, log_x in TRADEOFFS:
+                if self.stats[f"{column}_mean"].isna().all():  # e.g. training memory in runs older than it
+                    continue
                 png = plots.tradeoff(self.stats, column, label, log_x)
                 images.append(_write_atomic(out / f"acc_vs_{column.removesuffix('_s').removesuffix('_mb')}.png", png))
             curves = read_val_curves(self.sweep_dir, self.runs)

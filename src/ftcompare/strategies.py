@@ -23,6 +23,7 @@ from transformers import AutoModel, AutoModelForSequenceClassification, PreTrain
 
 from ftcompare.callbacks import GradualUnfreeze
 from ftcompare.config import ConfigError
+from ftcompare.feature_cache import FeatureCache, model_identity
 from ftcompare.models import PooledClassifier, anatomy, load_model
 
 
@@ -100,6 +101,19 @@ class FineTuningStrategy(L.LightningModule):
         scheduler = self.scheduler_factory(optimizer, num_training_steps=int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def configure_gradient_clipping(
+        self, optimizer: Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        """Clip directly when no gradient scaler is in play (fp32, bf16): Lightning's mixed-precision
+        plugin refuses any clipping with a fused optimizer, though only fp16's scaler needs that."""
+        if not gradient_clip_val or getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if gradient_clip_algorithm == "value":
+            nn.utils.clip_grad_value_(params, gradient_clip_val)
+        else:
+            nn.utils.clip_grad_norm_(params, gradient_clip_val)
+
     # -- steps ---------------------------------------------------------------------------------------
     def _scores(self, logits: torch.Tensor) -> torch.Tensor:
         probs = logits.float().softmax(-1)
@@ -155,7 +169,11 @@ class FullFineTuning(FineTuningStrategy):
 
 
 class FrozenBackbone(FineTuningStrategy):
-    """Backbone frozen in eval mode, run without a graph; only an MLP over its pooled output trains."""
+    """Backbone frozen in eval mode, run without a graph; only an MLP over its pooled output trains.
+
+    With `cache_features` each example's pooled features are computed once (first epoch) and
+    reused in every later epoch and validation; `cache_dir` keeps them across runs.
+    """
 
     name = "frozen"
 
@@ -164,16 +182,34 @@ class FrozenBackbone(FineTuningStrategy):
         pooling: str = "mean",
         head_hidden_dims: tuple[int, ...] = (256,),
         head_dropout: float = 0.1,
+        cache_features: bool = True,
+        cache_dir: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         backbone = load_model(AutoModel, **self.model_cfg).requires_grad_(False).eval()
         self.model = PooledClassifier(backbone, len(self.label_names), pooling, tuple(head_hidden_dims), head_dropout)
+        self.cache_features, self.cache_dir = cache_features, cache_dir
+        self.cache: FeatureCache | None = None
+
+    def setup(self, stage: str) -> None:
+        """The cache is made here, once the precision (part of its identity) is known."""
+        if self.cache_features and self.cache is None:
+            identity = [model_identity(self.model_cfg["name_or_path"]), self.model.pooling, str(self.trainer.precision)]
+            self.cache = FeatureCache(self.cache_dir, identity)
+
+    def features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        with torch.no_grad():
+            if self.cache is None:
+                return self.model.pool(**_inputs(batch))
+            return self.cache.lookup(batch, lambda rows: self.model.pool(**_inputs(rows)))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        with torch.no_grad():
-            features = self.model.pool(**_inputs(batch))
-        return self.model.head(features)
+        return self.model.head(self.features(batch))
+
+    def on_train_end(self) -> None:
+        if self.cache is not None:
+            self.cache.save()
 
     def train(self, mode: bool = True) -> FrozenBackbone:
         """Keep the backbone in eval mode (no dropout) whatever Lightning asks of the module."""

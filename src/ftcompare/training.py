@@ -18,7 +18,10 @@ from ftcompare.reporting import summary_line, write_json
 from ftcompare.strategies import FineTuningStrategy
 
 log = logging.getLogger(__name__)
-HPARAM_COSTS = ("perf/fit_time_s", "perf/train_samples_per_s", "perf/peak_memory_mb", "params/trainable")
+HPARAM_COSTS = (
+    *("perf/fit_time_s", "perf/train_samples_per_s", "perf/peak_memory_mb", "perf/train_memory_mb"),
+    "params/trainable",
+)
 
 
 def _instantiate(node: Any, **kwargs: Any) -> Any:

@@ -1,0 +1,35 @@
+"""`make bench`: training throughput of each strategy, ours vs Hugging Face Trainer, on this machine.
+
+python bench.py                                  # all four strategies, default config
+python bench.py --strategies full lora -- model.attention_dropout=0.0
+"""
+
+import argparse
+from datetime import datetime
+from pathlib import Path
+
+from ftcompare.benchmark import STRATEGIES, run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to both loops, e.g. data.batch_size=32")
+    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
+    parser.add_argument("--warmup", type=int, default=3, help="steps excluded from the timing (>= 1)")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per strategy and loop")
+    parser.add_argument("--eval-samples", type=int, default=512)
+    parser.add_argument("--no-trainer", action="store_true", help="time our loop only")
+    parser.add_argument(
+        "--out", type=Path, default=Path("outputs/bench") / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    )
+    args = parser.parse_args()
+    if args.warmup < 1 or args.steps < 1:
+        parser.error("--warmup and --steps must be >= 1")
+    print(
+        run(args.overrides, args.strategies, args.warmup, args.steps, args.eval_samples, not args.no_trainer, args.out)
+    )
+    print(f"written to {args.out}/bench.md")
+
+
+if __name__ == "__main__":  # the benchmark's worker processes import this file
+    main()
