@@ -15,6 +15,7 @@ import json
 import math
 import multiprocessing
 import platform
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -433,6 +434,7 @@ def run(
             with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as worker:
                 rows[strategy][loop] = worker.submit(_measure, bench, strategy, loop).result()
     text = render(rows, rates, bench)
+    shutil.rmtree(bench.workdir, ignore_errors=True)  # the loops' logs and checkpoints: not results
     if out_dir is not None:
         _write_atomic(out_dir / "bench.md", text)
         record = {"machine": machine(), "overrides": list(overrides), "matmul_flops": rates, "runs": rows}

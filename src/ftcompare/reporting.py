@@ -266,14 +266,14 @@ def _pct(part: float, whole: float) -> str:
     return f"{100 * part / whole:.3g}%" if whole else "n/a"
 
 
-# Memory figures, best first: the training memory is per run; older runs only have the process peak.
+# The training memory is per run; runs older than it only have the process peak.
 _MEMORY = {"train_memory_mb": "training memory", "peak_memory_mb": "peak memory"}
 
 
 def reading(best: pd.DataFrame) -> list[str]:
     """Sentences on the trade-offs, every number taken from the best-per-strategy table."""
     sentences = []
-    memory = next(c for c in _MEMORY if c == "peak_memory_mb" or best.get(f"{c}_mean", pd.Series()).notna().all())
+    memory = "train_memory_mb" if best["train_memory_mb_mean"].notna().all() else "peak_memory_mb"
     for _, group in best.groupby(SETTING, dropna=False, sort=False):
         group = group.set_index("strategy")
         reference = "full" if "full" in group.index else group["test_acc_mean"].idxmax()
