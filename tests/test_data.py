@@ -60,6 +60,10 @@ def test_split_is_deterministic_and_changes_with_the_seed(reviews_csv):
     assert texts(first, "train") == texts(second, "train")
     assert texts(first, "test") == texts(second, "test")
     assert set(texts(first, "test")) != set(texts(other, "test"))
+    # the split fingerprints recorded in metrics.json say the same
+    assert first.fingerprints == second.fingerprints and set(first.fingerprints) == {"train", "validation", "test"}
+    assert all(first.fingerprints[k] != other.fingerprints[k] for k in first.fingerprints)
+    assert len(set(first.fingerprints.values())) == 3
     # the second setup reuses the tokenised cache instead of re-tokenising
     assert first.splits["train"].cache_files == second.splits["train"].cache_files != []
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import ROOT, tiny_overrides
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -71,6 +72,10 @@ def test_multirun_gives_one_result_per_strategy(tmp_path, tiny_models, reviews_c
     assert [r["strategy"] for r in records] == ["full", "frozen", "lora", "gradual"]
     pct = {r["strategy"]: r["cost"]["params/trainable_pct"] for r in records}
     assert pct["full"] == 100 and pct["lora"] < 100 and pct["frozen"] < 100
+    # provenance: what each run ran on; one split for all four strategies
+    assert {r["provenance"]["packages"]["torch"] for r in records} == {torch.__version__}
+    assert len({json.dumps(r["provenance"]["split_fingerprints"], sort_keys=True) for r in records}) == 1
+    assert set(records[0]["provenance"]["split_fingerprints"]) == {"train", "validation", "test"}
     for job, record in zip(jobs, records, strict=True):
         assert 0 <= record["test"]["test/acc"] <= 1 and 0 <= record["val"]["val/acc"] <= 1
         assert record["cost"]["perf/train_samples_per_s"] > 0 and record["cost"]["perf/peak_memory_mb"] > 0

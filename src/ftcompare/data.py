@@ -6,6 +6,7 @@ fixed seed. Tokenised splits live in the `datasets` cache, so a second run does 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections.abc import Iterator
@@ -55,6 +56,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         self.tokenizer = load_pretrained(AutoTokenizer, tokenizer)
         self.collate = DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=8)
         self.splits: DatasetDict | None = None
+        self.fingerprints: dict[str, str] = {}  # per split, set by setup(): which examples, for comparability
 
     @property
     def num_labels(self) -> int:
@@ -181,7 +183,9 @@ class TextClassificationDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits is None:
-            self.splits = DatasetDict({k: self._tokenize(v) for k, v in self.raw_splits().items()})
+            raw = self.raw_splits()
+            self.fingerprints = {name: split_fingerprint(split) for name, split in raw.items()}
+            self.splits = DatasetDict({k: self._tokenize(v) for k, v in raw.items()})
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         assert self.splits is not None, "call setup() first"
@@ -209,6 +213,14 @@ class TextClassificationDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+def split_fingerprint(split: Dataset) -> str:
+    """SHA-256 over the split's (text, label) pairs in order: equal only for the same examples."""
+    digest = hashlib.sha256()
+    for text, label in zip(split["text"], split["labels"], strict=True):
+        digest.update(f"{label}\t{text}\n".encode())
+    return digest.hexdigest()
 
 
 class LengthGroupedBatches(Sampler[list[int]]):

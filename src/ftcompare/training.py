@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
+import platform
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +75,30 @@ def log_hparams_with_results(trainer: L.Trainer, record: dict[str, Any]) -> None
         logger.log_hyperparams(params, metrics=metrics)
 
 
+PACKAGES = ("torch", "lightning", "transformers", "datasets", "peft", "torchmetrics", "hydra-core", "omegaconf")
+
+
+def provenance(datamodule: TextClassificationDataModule) -> dict[str, Any]:
+    """What the run ran on, so two results can be checked for comparability (the resolved config is
+    in `.hydra/config.yaml`)."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(Path(__file__).parent), "describe", "--always", "--dirty", "--abbrev=40"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {
+        "packages": {name: importlib.metadata.version(name) for name in PACKAGES},
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git_commit": commit or None,
+        "split_fingerprints": datamodule.fingerprints,
+    }
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit one strategy, evaluate its best checkpoint on val and test, write `metrics.json`."""
     config.validate(cfg)
@@ -111,6 +138,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "test": {k: float(v) for k, v in test.items()},
         "cost": {**cost, "checkpoint_size_mb": Path(best).stat().st_size / 2**20 if best else None},
         "checkpoint": best,
+        "provenance": provenance(datamodule),
     }
     write_json(output_dir / "metrics.json", record)
     log_hparams_with_results(trainer, record)
