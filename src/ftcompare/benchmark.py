@@ -45,7 +45,7 @@ from ftcompare.callbacks import PeakMemory
 from ftcompare.config import embedded_model_path, register_resolvers
 from ftcompare.data import TextClassificationDataModule
 from ftcompare.models import anatomy, load_model
-from ftcompare.reporting import _write_atomic
+from ftcompare.reporting import write_atomic
 from ftcompare.training import _instantiate, build_module, build_trainer
 
 STRATEGIES = ("full", "frozen", "lora", "gradual")
@@ -436,7 +436,7 @@ def run(
     text = render(rows, rates, bench)
     shutil.rmtree(bench.workdir, ignore_errors=True)  # the loops' logs and checkpoints: not results
     if out_dir is not None:
-        _write_atomic(out_dir / "bench.md", text)
+        write_atomic(out_dir / "bench.md", text)
         record = {"machine": machine(), "overrides": list(overrides), "matmul_flops": rates, "runs": rows}
-        _write_atomic(out_dir / "bench.json", json.dumps(record, indent=2))
+        write_atomic(out_dir / "bench.json", json.dumps(record, indent=2))
     return text

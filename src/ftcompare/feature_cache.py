@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from datasets.fingerprint import Hasher
 
-from ftcompare.reporting import _write_atomic
+from ftcompare.reporting import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,6 @@ class FeatureCache:
             return
         buffer = io.BytesIO()
         torch.save({"keys": list(self.features), "features": torch.stack(list(self.features.values()))}, buffer)
-        _write_atomic(self.path, buffer.getvalue())
+        write_atomic(self.path, buffer.getvalue())
         self.saved = len(self.features)
         log.info("saved %d backbone features to %s", len(self.features), self.path)

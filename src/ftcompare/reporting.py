@@ -87,10 +87,11 @@ TRADEOFFS = [
 
 def write_json(path: Path, record: dict[str, Any]) -> None:
     """Write atomically (temp file + rename): a crash never leaves a truncated file."""
-    _write_atomic(path, json.dumps(record, indent=2, default=str) + "\n")
+    write_atomic(path, json.dumps(record, indent=2, default=str) + "\n")
 
 
-def _write_atomic(path: Path, text: str | bytes) -> Path:
+def write_atomic(path: Path, text: str | bytes) -> Path:
+    """Write to a temp file in the same folder, then rename: readers never see a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
@@ -471,19 +472,19 @@ class Report:
         from ftcompare import plots  # matplotlib only when plots are drawn
 
         out = self.sweep_dir
-        _write_atomic(out / "results.csv", self.runs.drop(columns=["variant"]).to_csv(index=False))
+        write_atomic(out / "results.csv", self.runs.drop(columns=["variant"]).to_csv(index=False))
         images = []
         if not self.stats.empty:
             for column, label, log_x in TRADEOFFS:
                 if self.stats[f"{column}_mean"].isna().all():  # e.g. training memory in runs older than it
                     continue
                 png = plots.tradeoff(self.stats, column, label, log_x)
-                images.append(_write_atomic(out / f"acc_vs_{column.removesuffix('_s').removesuffix('_mb')}.png", png))
+                images.append(write_atomic(out / f"acc_vs_{column.removesuffix('_s').removesuffix('_mb')}.png", png))
             curves = read_val_curves(self.sweep_dir, self.runs)
             if not curves.empty:
-                images.append(_write_atomic(out / "val_acc_per_epoch.png", plots.val_curves(curves, self.stats)))
-        _write_atomic(out / "summary.md", self.markdown(images))
-        _write_atomic(out / "report.html", self.html(images))
+                images.append(write_atomic(out / "val_acc_per_epoch.png", plots.val_curves(curves, self.stats)))
+        write_atomic(out / "summary.md", self.markdown(images))
+        write_atomic(out / "report.html", self.html(images))
         return [out / "results.csv", out / "summary.md", *images, out / "report.html"]
 
     def terminal(self) -> str:
