@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from ftcompare.config import embedded_data_path, embedded_model_path, register_r
 
 ROOT = Path(__file__).resolve().parents[1]
 register_resolvers()
+os.environ["HF_HUB_OFFLINE"] = "1"  # no network in CI: hub lookups in the tests' subprocesses fail at once
 
 TINY_CONFIGS = {
     "bert": lambda: BertConfig(

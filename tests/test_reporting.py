@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from ftcompare.reporting import (
     read_val_curves,
     reading,
     summarise,
+    write_json,
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -126,24 +128,30 @@ def test_tensorboard_hparams_hold_each_runs_settings_and_final_metrics(tiny_swee
         assert accumulator.Scalars("hparams/test_acc")[0].value == pytest.approx(record["test"]["test/acc"])
 
 
-def test_report_by_hand_lists_a_failed_job_instead_of_crashing(tmp_path, tiny_models, reviews_csv):
+def test_failed_jobs_do_not_sink_the_sweep_and_the_report_lists_them(tmp_path, tiny_models, reviews_csv):
     sweep = tmp_path / "sweep"
     result = run(
         "train.py",
         "-m",
-        "data.batch_size=8,0",  # the second job is refused by validation
+        "optimizer.lr=1e-3,1e30",  # 1e30 diverges: NaN loss
+        "data.batch_size=0,8",  # 0 is refused by validation
         *(o for o in tiny_overrides(tiny_models["bert"], reviews_csv) if not o.startswith("data.batch_size=")),
         f"hydra.sweep.dir={sweep}",
     )
-    assert result.returncode != 0
-    report = run("report.py", str(sweep))
-    assert report.returncode == 0, report.stderr[-3000:]
-    results = pd.read_csv(sweep / "results.csv")
-    assert list(results["status"]) == ["ok", "failed"]
-    assert "data.batch_size" in results.loc[1, "error"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = pd.read_csv(sweep / "results.csv")  # written when the multirun ended: the sweep went on to its end
+    by_job = {(row.lr, row.batch_size): row for row in results.itertuples()}
+    assert len(by_job) == 4 and by_job[(1e-3, 8)].status == "ok"
+    failures = {(1e-3, 0): "data.batch_size=0", (1e30, 0): "data.batch_size=0", (1e30, 8): "train/loss is"}
+    for key, words in failures.items():
+        row = by_job[key]
+        assert row.status == "failed" and words in row.error and "Fix:" in row.error, row
+        assert not (sweep / row.dir / "metrics.json").exists()
+        assert json.loads((sweep / row.dir / "error.json").read_text())["error"] == row.error
     summary = (sweep / "summary.md").read_text()
-    assert "## Runs without a result" in summary and "data.batch_size" in summary
-    assert "failed" in report.stdout
+    assert "## Runs without a result" in summary and "data.batch_size=0" in summary and "train/loss is" in summary
+    report = run("report.py", str(sweep))  # by hand, the same
+    assert report.returncode == 0 and "failed" in report.stdout, report.stderr[-3000:]
 
 
 def test_report_without_a_sweep_is_a_clear_error(tmp_path):
@@ -196,3 +204,17 @@ def test_best_configuration_is_chosen_on_validation_not_test():
 def test_job_folder_names_keep_swept_values_and_drop_slashes():
     name = job_dirname("data.source.data_files=/a/very/long/path.csv,seed=0,strategy=lora", max_len=40)
     assert name.startswith("seed=0,strategy=lora,") and "/" not in name and len(name) <= 40
+
+
+def test_an_interrupted_write_leaves_the_previous_file_whole(tmp_path, monkeypatch):
+    target = tmp_path / "metrics.json"
+    write_json(target, {"run": 1})
+
+    def crash(*args):
+        raise KeyboardInterrupt  # e.g. Ctrl-C between writing the temp file and the rename
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        write_json(target, {"run": 2, "padding": "x" * 100_000})
+    assert json.loads(target.read_text()) == {"run": 1}
+    assert list(tmp_path.iterdir()) == [target]  # no temp file left behind

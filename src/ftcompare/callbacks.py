@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,7 @@ from typing import Any
 import lightning as L
 import psutil
 import torch
-from lightning.pytorch.callbacks import BaseFinetuning
+from lightning.pytorch.callbacks import BaseFinetuning, ModelCheckpoint
 from torch import nn
 from torch.optim import Optimizer
 
@@ -65,10 +67,13 @@ class CostMonitor(L.Callback):
 
     Step time covers forward, backward and optimizer step (data loading excluded); throughput is
     training samples (and non-padding tokens) over that time. `summary` holds the run's figures.
+    The totals travel in checkpoints, so a resumed run reports the cost of all its training, not
+    only of the last attempt (time lost to the interruption itself is not counted).
     """
 
     def __init__(self) -> None:
         self.summary: dict[str, float] = {}
+        self.restored: dict[str, Any] | None = None
 
     def _sync(self) -> None:
         if self.memory.device.type == "cuda":
@@ -79,11 +84,43 @@ class CostMonitor(L.Callback):
         self.memory.reset()
         self.fit_start = time.perf_counter()
         self.epoch_times: list[float] = []
-        self.step_time = self.samples = self.tokens = self.steps = 0.0
+        self.totals = dict.fromkeys(("step_time", "samples", "tokens", "steps"), 0.0)
+        self.earlier = {"fit_time": 0.0, "peak_mb": 0.0, "train_mb": 0.0}  # from attempts before a resume
+        self.epoch_index, self.epoch_start = -1, self.fit_start
+        self.epoch = dict.fromkeys(self.totals, 0.0)
+        if self.restored:
+            state, self.restored = self.restored, None
+            self.epoch_times, self.totals, self.earlier = state["epoch_times"], state["totals"], state["earlier"]
+            self.epoch_index, self.epoch, self.epoch_elapsed = state["epoch_index"], state["epoch"], state["elapsed"]
+
+    def state_dict(self) -> dict[str, Any]:
+        if not hasattr(self, "totals"):
+            return {}
+        now = time.perf_counter()
+        earlier = {
+            "fit_time": self.earlier["fit_time"] + now - self.fit_start,
+            "peak_mb": max(self.earlier["peak_mb"], self.memory.peak_mb()),
+            "train_mb": max(self.earlier["train_mb"], self.memory.above_start_mb()),
+        }
+        finished = self.epoch_index < len(self.epoch_times)  # saved after this epoch's on_train_epoch_end
+        return {
+            "epoch_times": list(self.epoch_times),
+            "totals": dict(self.totals),
+            "earlier": earlier,
+            "epoch_index": self.epoch_index,
+            "epoch": dict.fromkeys(self.totals, 0.0) if finished else dict(self.epoch),
+            "elapsed": 0.0 if finished else now - self.epoch_start,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.restored = state_dict or None
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.epoch_start = time.perf_counter()
-        self.epoch = {"step_time": 0.0, "samples": 0.0, "tokens": 0.0, "steps": 0.0}
+        if self.epoch_index == trainer.current_epoch:  # resumed in the middle of this epoch: carry on
+            self.epoch_start = time.perf_counter() - self.epoch_elapsed
+            return
+        self.epoch_index, self.epoch_start = trainer.current_epoch, time.perf_counter()
+        self.epoch = dict.fromkeys(self.totals, 0.0)
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
@@ -106,8 +143,8 @@ class CostMonitor(L.Callback):
             "perf/step_time_ms": 1000 * step_time / max(steps, 1),
             "perf/train_samples_per_s": samples / step_time if step_time else 0.0,
             "perf/train_tokens_per_s": tokens / step_time if step_time else 0.0,
-            "perf/peak_memory_mb": self.memory.peak_mb(),
-            "perf/train_memory_mb": self.memory.above_start_mb(),
+            "perf/peak_memory_mb": max(self.earlier["peak_mb"], self.memory.peak_mb()),
+            "perf/train_memory_mb": max(self.earlier["train_mb"], self.memory.above_start_mb()),
         }
 
     def _params(self, pl_module: L.LightningModule) -> dict[str, float]:
@@ -115,23 +152,76 @@ class CostMonitor(L.Callback):
         return {"params/trainable": trainable, "params/total": total, "params/trainable_pct": 100 * trainable / total}
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        e = self.epoch
         self.epoch_times.append(time.perf_counter() - self.epoch_start)
-        self.step_time, self.samples = self.step_time + e["step_time"], self.samples + e["samples"]
-        self.tokens, self.steps = self.tokens + e["tokens"], self.steps + e["steps"]
-        figures = {"perf/epoch_time_s": self.epoch_times[-1], **self._figures(**e), **self._params(pl_module)}
+        for key, value in self.epoch.items():
+            self.totals[key] += value
+        figures = {"perf/epoch_time_s": self.epoch_times[-1], **self._figures(**self.epoch), **self._params(pl_module)}
         pl_module.log_dict(figures, on_step=False, on_epoch=True)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.summary = {
-            "perf/fit_time_s": time.perf_counter() - self.fit_start,
+            "perf/fit_time_s": self.earlier["fit_time"] + time.perf_counter() - self.fit_start,
             "perf/mean_epoch_time_s": sum(self.epoch_times) / max(len(self.epoch_times), 1),
-            **self._figures(self.step_time, self.samples, self.tokens, self.steps),
+            **self._figures(**self.totals),
             **self._params(pl_module),
         }
         run_level = {f"run/{k.split('/', 1)[1]}": v for k, v in self.summary.items()}
         for logger in trainer.loggers:
             logger.log_metrics(run_level, step=trainer.global_step)
+
+
+class GracefulInterrupt(L.Callback):
+    """Ctrl-C once: the current step finishes, a checkpoint is saved, and the run stops with `Interrupted`
+    (resume it with the same command and resume=true). Ctrl-C twice: it stops at once, and a resume
+    starts from the last epoch's checkpoint."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous: Any = None
+
+    def _request(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise Interrupted(
+                "stopped at once by a second Ctrl-C. Fix: run the same command with resume=true to continue "
+                "from the last epoch's checkpoint"
+            )
+        self.requested = True
+        print("\nCtrl-C: finishing this step and saving a checkpoint (Ctrl-C again to stop at once)", file=sys.stderr)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._request)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if not self.requested:
+            return
+        path = last_checkpoint(trainer) or Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+        trainer.save_checkpoint(path)
+        raise Interrupted(
+            f"interrupted in epoch {trainer.current_epoch} after step {trainer.global_step}; checkpoint saved to "
+            f"{path}. Fix: run the same command with resume=true to continue"
+        )
+
+    def _restore_handler(self, *args: Any) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+
+    on_fit_end = on_exception = _restore_handler
+
+
+def last_checkpoint(trainer: L.Trainer) -> Path | None:
+    """Where the newest-epoch checkpoint goes (the ModelCheckpoint without a monitor): what a run resumes from."""
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.monitor is None and callback.dirpath:
+            return Path(callback.dirpath) / f"{callback.filename or 'last'}{callback.FILE_EXTENSION}"
+    return None
+
+
+class Interrupted(Exception):
+    """The user stopped the run; a checkpoint to resume from was saved."""
 
 
 class GradualUnfreeze(BaseFinetuning):
@@ -160,13 +250,22 @@ class GradualUnfreeze(BaseFinetuning):
         base_lr = optimizer.defaults["lr"]
         stages = self.stages(pl_module)
         for depth, stage in enumerate(stages[: min(epoch // self.unfreeze_every, len(stages))], start=1):
+            self.make_trainable(stage)  # again after a resume, where the groups come back but not requires_grad
             if all(id(p) in known for p in stage.parameters()):
                 continue
-            self.make_trainable(stage)
             for group in pl_module.param_groups(stage.named_parameters(), lr=base_lr / self.lr_decay**depth):
                 group["params"] = [p for p in group["params"] if id(p) not in known]
                 optimizer.add_param_group(group)
                 self._join_schedule(pl_module.trainer, optimizer, optimizer.param_groups[-1])
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """On resume BaseFinetuning gives the optimizer every group back; the freshly built LambdaLR gets a
+        multiplier per group too, before Lightning loads its saved state (which has one per group)."""
+        super().on_fit_start(trainer, pl_module)
+        for config in trainer.lr_scheduler_configs:
+            lambdas = getattr(config.scheduler, "lr_lambdas", None)
+            if lambdas is not None:
+                lambdas += [lambdas[0]] * (len(config.scheduler.optimizer.param_groups) - len(lambdas))
 
     @staticmethod
     def _join_schedule(trainer: L.Trainer, optimizer: Optimizer, group: dict[str, Any]) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import lightning as L
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
 from datasets.fingerprint import Hasher
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Sampler
 from transformers import AutoTokenizer, DataCollatorWithPadding
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
@@ -25,6 +24,8 @@ from ftcompare.config import ConfigError
 from ftcompare.models import load_pretrained
 
 log = logging.getLogger(__name__)
+_DATA_FIX = "a UTF-8 CSV with a header row, a text and a label column and one example per row (or JSON lines, Parquet)"
+_READERS = ("pandas", "pyarrow", "json", "datasets")
 _FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
@@ -50,13 +51,18 @@ class TextClassificationDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         group_by_length: bool = False,
+        seed: int = 0,
+        trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
-        self.tokenizer = load_pretrained(AutoTokenizer, tokenizer)
+        self.tokenizer = load_pretrained(AutoTokenizer, tokenizer, trust_remote_code)
         self.collate = DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=8)
         self.splits: DatasetDict | None = None
         self.fingerprints: dict[str, str] = {}  # per split, set by setup(): which examples, for comparability
+        self.dropped: dict[str, int] = {}  # empty or whitespace-only texts dropped, per source split
+        self.train_batches: ResumableBatches | None = None
+        self.resume_at: tuple[int, int] | None = None  # (epoch, batches trained in it) from a checkpoint
 
     @property
     def num_labels(self) -> int:
@@ -73,6 +79,8 @@ class TextClassificationDataModule(L.LightningDataModule):
                         f"data.source.data_files={path!r} does not exist. Fix: point it at a CSV, JSON or "
                         "Parquet file with a text and a label column, or use data=imdb (embedded)"
                     )
+                if Path(path).expanduser().stat().st_size == 0:
+                    raise ConfigError(f"data.source.data_files={path!r} is empty. Fix: {_DATA_FIX}")
             if source.get("path") is None:
                 suffix = Path(paths[0]).suffix.lower()
                 if suffix not in _FILE_BUILDERS:
@@ -89,8 +97,17 @@ class TextClassificationDataModule(L.LightningDataModule):
                 f"{str(err).splitlines()[0] if str(err) else ''}). Fix: with no network use data=imdb "
                 "(embedded) or data=files data.source.data_files=<local file>"
             ) from err
-        except ValueError as err:  # pandas/arrow parse errors surface as ValueError subclasses
-            raise ConfigError(f"data.source={source!r} could not be parsed: {err}") from err
+        except Exception as err:  # datasets wraps the reader's error (pandas, arrow, json, codecs)
+            cause = err.__cause__ or err
+            if isinstance(cause, UnicodeDecodeError):
+                raise ConfigError(
+                    f"data.source.data_files={files!r} is not UTF-8 text ({cause.reason} at byte {cause.start}). "
+                    "Fix: re-save it as UTF-8, or name its encoding: +data.source.encoding=latin-1"
+                ) from err
+            if not isinstance(cause, ValueError) and type(cause).__module__.split(".")[0] not in _READERS:
+                raise
+            first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+            raise ConfigError(f"data.source={source!r} could not be read ({first}). Fix: {_DATA_FIX}") from err
         return loaded
 
     def _prepare(self, ds: Dataset, split: str) -> Dataset:
@@ -107,8 +124,9 @@ class TextClassificationDataModule(L.LightningDataModule):
         ds = ds.select_columns([hp.text_column, hp.label_column])
         rows = len(ds)
         ds = ds.filter(lambda t: isinstance(t, str) and t.strip() != "", input_columns=hp.text_column)
-        if len(ds) < rows:
-            log.warning("split %r: dropped %d empty or missing texts", split, rows - len(ds))
+        self.dropped[split] = rows - len(ds)
+        if self.dropped[split]:
+            log.warning("split %r: dropped %d empty, whitespace-only or missing texts", split, self.dropped[split])
         names = list(hp.label_names)
         found = set(ds.unique(hp.label_column))
         if found <= set(names):  # string labels: map to their index in label_names
@@ -141,16 +159,28 @@ class TextClassificationDataModule(L.LightningDataModule):
         if hp.test_split:
             test_pool = self._dedup(self._prepare(loaded[hp.test_split], hp.test_split), set(pool["text"]))
             _check_fits("test_size", hp.test_size, len(test_pool), hp.test_split)
-            test = self._draw(test_pool, hp.test_size)[1]
+            test = self._draw(test_pool, hp.test_size, "test_size")[1]
             _check_fits("train_size + val_size", hp.train_size + hp.val_size, len(pool), hp.pool_split)
         else:
             need = hp.train_size + hp.val_size + hp.test_size
             _check_fits("train_size + val_size + test_size", need, len(pool), hp.pool_split)
-            pool, test = self._draw(pool, hp.test_size)
-        train, val = self._draw(pool, hp.val_size, hp.train_size)
-        return DatasetDict(train=train, validation=val, test=test)
+            pool, test = self._draw(pool, hp.test_size, "test_size")
+        train, val = self._draw(pool, hp.val_size, "val_size", hp.train_size)
+        splits = DatasetDict(train=train, validation=val, test=test)
+        for name, split in splits.items():
+            labels = split.unique("labels")
+            if len(labels) < 2:
+                setting = {"train": "train_size", "validation": "val_size", "test": "test_size"}[name]
+                raise ConfigError(
+                    f"data.{setting}={len(split)} gives a {name} split with one class only "
+                    f"({self.hparams.label_names[labels[0]]!r}): accuracy would mean nothing. "
+                    "Fix: larger split sizes, or data with every label in data.label_names"
+                )
+        return splits
 
-    def _draw(self, ds: Dataset, size: int, rest_size: int | None = None) -> tuple[Dataset | None, Dataset]:
+    def _draw(
+        self, ds: Dataset, size: int, setting: str, rest_size: int | None = None
+    ) -> tuple[Dataset | None, Dataset]:
         """Draw `size` rows stratified by label; return (rest, drawn), rest capped at `rest_size`."""
         if size == len(ds):
             return None, ds.shuffle(seed=self.hparams.split_seed)
@@ -160,7 +190,7 @@ class TextClassificationDataModule(L.LightningDataModule):
             )
         except ValueError as err:
             raise ConfigError(
-                f"cannot stratify a split of {size} rows by label ({err}). Fix: use larger split sizes"
+                f"data.{setting}={size} cannot be drawn stratified by label ({err}). Fix: larger split sizes"
             ) from err
         return parts["train"], parts["test"]
 
@@ -187,32 +217,59 @@ class TextClassificationDataModule(L.LightningDataModule):
             self.fingerprints = {name: split_fingerprint(split) for name, split in raw.items()}
             self.splits = DatasetDict({k: self._tokenize(v) for k, v in raw.items()})
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, **batching: Any) -> DataLoader:
         assert self.splits is not None, "call setup() first"
         hp = self.hparams
-        dataset = self.splits[split]
-        if shuffle and hp.group_by_length:
-            batches = LengthGroupedBatches([len(ids) for ids in dataset["input_ids"]], hp.batch_size)
-            batching: dict[str, Any] = {"batch_sampler": batches}
-        else:
-            batch_size = hp.batch_size if shuffle else (hp.eval_batch_size or 2 * hp.batch_size)
-            batching = {"batch_size": batch_size, "shuffle": shuffle}
         return DataLoader(
-            dataset.with_format("torch"),
+            self.splits[split].with_format("torch"),
             **batching,
             collate_fn=self.collate,
             num_workers=hp.num_workers,
             persistent_workers=hp.num_workers > 0,
+            generator=torch.Generator(),  # workers' seeds drawn from here, not from the global RNG dropout uses
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        hp = self.hparams
+        assert self.splits is not None, "call setup() first"
+        lengths = [len(ids) for ids in self.splits["train"]["input_ids"]] if hp.group_by_length else None
+        order = EpochOrder(len(self.splits["train"]), hp.seed, lengths, hp.batch_size)
+        self.train_batches = ResumableBatches(order, hp.batch_size)
+        if self.resume_at is not None:
+            self.train_batches.resume(*self.resume_at)
+        return self._loader("train", batch_sampler=self.train_batches)
+
+    def state_dict(self) -> dict[str, int]:
+        """Saved in checkpoints: where in the data the run is (epoch, batches of it trained), so a resumed
+        run goes on with the very next batch. Lightning's own loader state is restored too late when the
+        LR schedule sized itself from the loader, so it lives here."""
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        epoch, trained = trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return (
+            {"epoch": epoch + 1, "batches": 0}
+            if trained >= trainer.num_training_batches
+            else {
+                "epoch": epoch,
+                "batches": trained,
+            }
+        )
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        if state_dict:
+            self.resume_at = (state_dict["epoch"], state_dict["batches"])
+            if self.train_batches is not None:
+                self.train_batches.resume(*self.resume_at)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        return self._loader(split, batch_size=self.hparams.eval_batch_size or 2 * self.hparams.batch_size)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("validation", shuffle=False)
+        return self._eval_loader("validation")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._eval_loader("test")
 
 
 def split_fingerprint(split: Dataset) -> str:
@@ -223,24 +280,51 @@ def split_fingerprint(split: Dataset) -> str:
     return digest.hexdigest()
 
 
-class LengthGroupedBatches(Sampler[list[int]]):
-    """Batches of similar length (transformers' `LengthGroupedSampler`), served in random order.
+class EpochOrder(Sampler[int]):
+    """The order of the training examples, set by (seed, epoch) alone: a resumed run sees the order an
+    uninterrupted one would. Lightning calls `set_epoch`. With `lengths`, examples of similar length
+    are kept together (transformers' `LengthGroupedSampler`: less padding per batch)."""
 
-    Less padding per batch; the random order keeps any stretch of an epoch (and a benchmark's
-    window) from being all long or all short batches, as the sampler's sorted mega-batches are.
-    """
+    def __init__(self, size: int, seed: int, lengths: list[int] | None = None, batch_size: int = 1) -> None:
+        self.size, self.seed, self.lengths, self.batch_size = size, seed, lengths, batch_size
+        self.epoch = 0
 
-    def __init__(self, lengths: list[int], batch_size: int) -> None:
-        self.lengths, self.batch_size = lengths, batch_size
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def generator(self) -> torch.Generator:
+        seeds = torch.randint(2**62, (self.epoch + 1,), generator=torch.Generator().manual_seed(self.seed))
+        return torch.Generator().manual_seed(int(seeds[-1]))
 
     def __len__(self) -> int:
-        return math.ceil(len(self.lengths) / self.batch_size)
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        if self.lengths is None:
+            return iter(torch.randperm(self.size, generator=self.generator()).tolist())
+        return iter(LengthGroupedSampler(self.batch_size, lengths=self.lengths, generator=self.generator()))
+
+
+class ResumableBatches(BatchSampler):
+    """Batches of an `EpochOrder`; length-grouped batches are served in random order, so no stretch of an
+    epoch (or a benchmark's window) is all long or all short batches. After a resume the batches the
+    run had already trained in that epoch are left out, once."""
+
+    sampler: EpochOrder
+
+    def __init__(self, sampler: EpochOrder, batch_size: int) -> None:
+        super().__init__(sampler, batch_size, drop_last=False)
+        self.skip = 0
+
+    def resume(self, epoch: int, trained: int) -> None:
+        self.sampler.epoch, self.skip = epoch, trained
 
     def __iter__(self) -> Iterator[list[int]]:
-        order = list(LengthGroupedSampler(self.batch_size, lengths=self.lengths))
-        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        for i in torch.randperm(len(batches)).tolist():
-            yield batches[i]
+        batches = list(super().__iter__())
+        if self.sampler.lengths is not None:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=self.sampler.generator()).tolist()]
+        skip, self.skip = self.skip, 0
+        yield from batches[skip:]
 
 
 def _check_fits(setting: str, need: int, have: int, split: str) -> None:

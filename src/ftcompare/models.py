@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
 
 from ftcompare.config import ConfigError
 
@@ -21,12 +21,26 @@ from ftcompare.config import ConfigError
 _QUERY_VALUE_NAMES = (("query", "value"), ("q_lin", "v_lin"), ("q_proj", "v_proj"), ("query_proj", "value_proj"))
 # Config attribute that holds the attention-probability dropout, per family.
 _ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")
+# Families whose position ids start at pad_token_id + 1.
+_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert"}
+_ENCODER_FIX = "use a BERT-like encoder (BERT, DistilBERT, RoBERTa, ...), e.g. model=minilm (embedded)"
 
 
-def load_pretrained(loader: Any, name_or_path: str, **kwargs: Any) -> Any:
-    """`loader.from_pretrained` with one clear message when the weights cannot be had."""
+def load_pretrained(loader: Any, name_or_path: str, trust_remote_code: bool = False, **kwargs: Any) -> Any:
+    """`loader.from_pretrained` with one clear message when the weights cannot be had.
+
+    `trust_remote_code` is passed explicitly (False unless the user sets it): a folder or hub repo
+    that needs its own Python code is refused, never run, and never asks on the terminal.
+    """
     try:
-        return loader.from_pretrained(name_or_path, **kwargs)
+        return loader.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
+    except ValueError as err:
+        if "trust_remote_code" not in str(err):
+            raise
+        raise ConfigError(
+            f"model.name_or_path={name_or_path!r} needs its own Python code to load, which is not run by default. "
+            "Fix: model.trust_remote_code=true, only if you trust that code"
+        ) from err
     except OSError as err:
         if Path(name_or_path).expanduser().exists():
             raise ConfigError(
@@ -41,11 +55,15 @@ def load_pretrained(loader: Any, name_or_path: str, **kwargs: Any) -> Any:
 
 
 def load_model(
-    loader: Any, name_or_path: str, attention_dropout: float | None = None, **kwargs: Any
+    loader: Any,
+    name_or_path: str,
+    attention_dropout: float | None = None,
+    trust_remote_code: bool = False,
+    **kwargs: Any,
 ) -> PreTrainedModel:
     """Load a model; `attention_dropout` sets the attention-probability dropout of any family."""
     if attention_dropout is not None:
-        config = load_pretrained(AutoConfig, name_or_path)
+        config = load_pretrained(AutoConfig, name_or_path, trust_remote_code)
         key = next((k for k in _ATTENTION_DROPOUT_KEYS if hasattr(config, k)), None)
         if key is None:
             raise ConfigError(
@@ -53,7 +71,37 @@ def load_model(
                 "Fix: model.attention_dropout=null"
             )
         kwargs[key] = attention_dropout
-    return load_pretrained(loader, name_or_path, **kwargs)
+    return load_pretrained(loader, name_or_path, trust_remote_code, **kwargs)
+
+
+def position_limit(config: PretrainedConfig) -> int:
+    """Longest input the model's position embeddings cover (RoBERTa-style ids start after the pad id)."""
+    limit = config.max_position_embeddings
+    if config.model_type in _OFFSET_POSITIONS:
+        limit -= config.pad_token_id + 1
+    return limit
+
+
+def check_backbone(model: dict[str, Any], max_length: int) -> None:
+    """Refuse, before any weights load, a model the strategies cannot use or a max_length it cannot take.
+
+    The model is built on the meta device (no memory, no weights) and its anatomy looked up.
+    """
+    config = load_pretrained(AutoConfig, model["name_or_path"], model.get("trust_remote_code", False))
+    name = f"model.name_or_path={model['name_or_path']!r} (model_type={config.model_type!r})"
+    if config.is_encoder_decoder or not hasattr(config, "max_position_embeddings"):
+        raise ConfigError(f"{name} is not an encoder the strategies understand. Fix: {_ENCODER_FIX}")
+    try:
+        with torch.device("meta"):
+            classifier = AutoModelForSequenceClassification.from_config(config)
+    except ValueError as err:
+        raise ConfigError(f"{name} has no sequence-classification model in transformers. Fix: {_ENCODER_FIX}") from err
+    anatomy(classifier)
+    if max_length > position_limit(config):
+        raise ConfigError(
+            f"data.max_length={max_length} is above the {position_limit(config)} positions {name} can take. "
+            f"Fix: data.max_length={position_limit(config)} or lower"
+        )
 
 
 @dataclass
@@ -75,7 +123,7 @@ def anatomy(model: PreTrainedModel) -> Anatomy:
     if layers is None or embeddings is None:
         raise ConfigError(
             f"model_type={model.config.model_type!r}: cannot find the embeddings and {n_layers} encoder layers. "
-            "Fix: use a BERT-like encoder (BERT, DistilBERT, RoBERTa, ...)"
+            f"Fix: {_ENCODER_FIX}"
         )
     head = [name for name, child in model.named_children() if child is not base and _has_params(child)]
     prefix = next(name for name, child in model.named_children() if child is base)

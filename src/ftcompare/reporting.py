@@ -25,7 +25,7 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from ftcompare.config import register_resolvers
+from ftcompare.config import command_overrides, register_resolvers
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +94,15 @@ def write_atomic(path: Path, text: str | bytes) -> Path:
     """Write to a temp file in the same folder, then rename: readers never see a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -136,14 +142,19 @@ def _split_label(cfg: DictConfig) -> str:
 
 
 def _failure(job_dir: Path) -> tuple[str, str]:
-    """Status and reason of a run without metrics.json: `failed` with the error it logged, else `incomplete`."""
+    """Status and reason of a run without metrics.json: what it wrote to error.json (`failed`,
+    `interrupted`), else the last error it logged, else `incomplete`."""
+    error_file = job_dir / "error.json"
+    if error_file.is_file():
+        error = json.loads(error_file.read_text())
+        return error["status"], error["error"]
     errors = []
     for logfile in job_dir.glob("*.log"):
         lines = logfile.read_text(errors="replace").splitlines()
         errors += [line.split(" - ", 1)[-1] for line in lines if "ERROR" in line]
     if errors:
         return "failed", errors[-1]
-    return "incomplete", "no metrics.json and no error logged: still running, interrupted or crashed"
+    return "incomplete", "no metrics.json and no error logged: still running, or killed"
 
 
 def collect_runs(sweep_dir: Path) -> pd.DataFrame:
@@ -155,7 +166,7 @@ def collect_runs(sweep_dir: Path) -> pd.DataFrame:
         cfg = OmegaConf.load(config_file)
         hydra_cfg = OmegaConf.load(job_dir / ".hydra" / "hydra.yaml").hydra
         choices = hydra_cfg.runtime.choices
-        overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("experiment=")]
+        overrides = command_overrides([o for o in hydra_cfg.overrides.task if not o.startswith("experiment=")])
         row: dict[str, Any] = {
             "job": _select(hydra_cfg, "job.num"),
             "status": "ok",
@@ -393,7 +404,7 @@ class Report:
 
     def header(self) -> list[str]:
         counts = self.runs["status"].value_counts()
-        runs = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "failed", "incomplete"))
+        runs = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "failed", "interrupted", "incomplete"))
         lines = [f"Sweep: `{self.sweep_dir}`", f"Runs: {runs}"]
         command = _sweep_command(self.sweep_dir)
         if command:

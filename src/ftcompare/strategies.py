@@ -22,7 +22,6 @@ from torchmetrics import AUROC, Accuracy, F1Score, MaxMetric, MetricCollection
 from transformers import AutoModel, AutoModelForSequenceClassification, PreTrainedModel, get_linear_schedule_with_warmup
 
 from ftcompare.callbacks import GradualUnfreeze
-from ftcompare.config import ConfigError
 from ftcompare.feature_cache import FeatureCache, model_identity
 from ftcompare.models import PooledClassifier, anatomy, load_model
 
@@ -58,6 +57,8 @@ class FineTuningStrategy(L.LightningModule):
         self.val_metrics = scores.clone(prefix="val/")
         self.test_metrics = scores.clone(prefix="test/")
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # in checkpoints: a resumed run knows its best epoch so far
+        self.rng_to_restore: dict[str, Any] | None = None
 
     # -- model -------------------------------------------------------------------------------------
     def load_classifier(self) -> PreTrainedModel:
@@ -122,6 +123,13 @@ class FineTuningStrategy(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self(batch)
         loss = F.cross_entropy(logits.float(), batch["labels"])
+        if not torch.isfinite(loss):
+            lr = self.trainer.optimizers[0].defaults["lr"]
+            raise TrainingDiverged(
+                f"train/loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: training "
+                f"diverged and was stopped. Fix: a lower optimizer.lr (this run: {lr:g}), "
+                "gradient clipping (trainer.gradient_clip_val=1.0) or trainer.precision=32-true"
+            )
         self.train_acc(self._scores(logits), batch["labels"])
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(logits))
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(logits))
@@ -139,19 +147,38 @@ class FineTuningStrategy(L.LightningModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, self.test_metrics, "test")
 
-    def on_train_start(self) -> None:
-        self.val_acc_best.reset()  # forget the sanity-check batches
-
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()
         self.val_metrics.reset()
         self.log_dict(values, prog_bar=False)
-        self.val_acc_best(values["val/acc"])
+        if not self.trainer.sanity_checking:
+            self.val_acc_best(values["val/acc"])
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self.test_metrics.compute())
         self.test_metrics.reset()
+
+    # -- resuming: the random state dropout draws from travels in checkpoints -------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.rng_to_restore = checkpoint.get("rng_states")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Restored at the first step, after whatever a resumed run drew before it (sanity check, loaders)."""
+        if self.rng_to_restore:
+            torch.set_rng_state(self.rng_to_restore["torch"])
+            if "cuda" in self.rng_to_restore and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(self.rng_to_restore["cuda"])
+            self.rng_to_restore = None
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
 
 
 def _inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -227,8 +254,6 @@ class LoRA(FineTuningStrategy):
         self, r: int = 8, alpha: int = 16, dropout: float = 0.1, target_modules: list[str] | None = None, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
-        if r < 1:
-            raise ConfigError(f"strategy.r={r} is invalid: the LoRA rank must be >= 1. Fix: e.g. strategy.r=8")
         model = self.load_classifier()
         parts = anatomy(model)
         config = LoraConfig(
@@ -249,10 +274,6 @@ class GradualUnfreezing(FineTuningStrategy):
 
     def __init__(self, unfreeze_every: int = 1, lr_decay: float = 1.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if unfreeze_every < 1:
-            raise ConfigError(
-                f"strategy.unfreeze_every={unfreeze_every} never unfreezes anything. Fix: strategy.unfreeze_every=1"
-            )
         self.model = self.load_classifier()
         self.unfreeze = GradualUnfreeze(unfreeze_every, lr_decay)
 

@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
+import os
 import platform
 import subprocess
+import sys
+import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ftcompare import config
-from ftcompare.callbacks import CostMonitor
+from ftcompare.callbacks import CostMonitor, Interrupted, last_checkpoint
 from ftcompare.data import TextClassificationDataModule
+from ftcompare.models import check_backbone
 from ftcompare.reporting import summary_line, write_json
-from ftcompare.strategies import FineTuningStrategy
+from ftcompare.strategies import FineTuningStrategy, TrainingDiverged
 
 log = logging.getLogger(__name__)
 HPARAM_COSTS = (
@@ -99,9 +108,84 @@ def provenance(datamodule: TextClassificationDataModule) -> dict[str, Any]:
     }
 
 
+def run(cfg: DictConfig) -> float:
+    """One Hydra job: train, or say in one line why not and record it in the job's `error.json`.
+
+    In a sweep a failed job returns NaN so the others still run (the report lists it as failed);
+    alone it exits non-zero: 2 for bad input, 1 for a failed run, 130 when interrupted (Ctrl-C stops
+    a sweep too). With resume=true a job that already finished is not run again.
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    metrics, error_file = output_dir / "metrics.json", output_dir / "error.json"
+    if resuming(cfg) and metrics.is_file():
+        log.info("already finished, not run again: %s", metrics)
+        return json.loads(metrics.read_text())["val"]["val/acc"]
+    error_file.unlink(missing_ok=True)  # from an earlier attempt of a resumed run
+    try:
+        return train(cfg)["val"]["val/acc"]
+    except (Exception, KeyboardInterrupt) as err:
+        status, code, message = _classify(err)
+        expected = isinstance(err, (config.ConfigError, TrainingDiverged, Interrupted, KeyboardInterrupt))
+        trace = None if expected else traceback.format_exc()
+        write_json(error_file, {"status": status, "error": message, "type": type(err).__name__, "traceback": trace})
+        log.error("error: %s", message, exc_info=not expected)
+        print(f"error: {message}", file=sys.stderr)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        if status == "failed" and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            return float("nan")
+        raise SystemExit(code) from None
+
+
+def _classify(err: BaseException) -> tuple[str, int, str]:
+    """(status, exit code, one-line message) of an exception that ended a run."""
+    if isinstance(err, config.ConfigError):
+        return "failed", 2, str(err)
+    if isinstance(err, Interrupted):
+        return "interrupted", 130, str(err)
+    if isinstance(err, KeyboardInterrupt):
+        return (
+            "interrupted",
+            130,
+            (
+                "interrupted outside a training step, no checkpoint saved. Fix: the same command with resume=true "
+                "continues from the last epoch's checkpoint, if the run got that far"
+            ),
+        )
+    if isinstance(err, TrainingDiverged):
+        return "failed", 1, str(err)
+    if isinstance(err, torch.OutOfMemoryError):
+        return "failed", 1, f"out of memory ({str(err).splitlines()[0]}). Fix: a lower data.batch_size"
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return "failed", 1, f"{type(err).__name__}: {first} (traceback in error.json and the job's log)"
+
+
+def resuming(cfg: DictConfig) -> bool:
+    return bool(cfg.get("resume")) or cfg.get("ckpt_path") == "last"
+
+
+def resume_from(cfg: DictConfig, trainer: L.Trainer) -> str | None:
+    """The checkpoint `fit` continues from: the file in ckpt_path, or with resume=true this run's last.ckpt."""
+    if cfg.get("ckpt_path") not in (None, "last"):
+        return str(cfg.ckpt_path)
+    if not resuming(cfg):
+        return None
+    last = last_checkpoint(trainer)
+    if last is None:
+        raise config.ConfigError(
+            "resume=true needs the checkpoint it resumes from. Fix: callbacks=default (callbacks.last_checkpoint)"
+        )
+    if not last.is_file():
+        log.warning("resume=true: no %s yet, starting from the beginning", last)
+        return None
+    log.info("resuming from %s", last)
+    return str(last)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit one strategy, evaluate its best checkpoint on val and test, write `metrics.json`."""
     config.validate(cfg)
+    check_backbone(OmegaConf.to_container(cfg.model, resolve=True), cfg.data.max_length)
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
 
@@ -112,11 +196,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    trainer.fit(module, datamodule=datamodule)
+    resumed_from = resume_from(cfg, trainer)
+    with warnings.catch_warnings():  # the datamodule carries the loader's position (see its state_dict)
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resumed_from, weights_only=True)
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
-    val = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
-    test = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
+    val = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)[0]
+    test = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)[0]
 
     cost = next((c.summary for c in trainer.callbacks if isinstance(c, CostMonitor)), {})
     record = {
@@ -138,9 +225,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "test": {k: float(v) for k, v in test.items()},
         "cost": {**cost, "checkpoint_size_mb": Path(best).stat().st_size / 2**20 if best else None},
         "checkpoint": best,
+        "resumed_from": resumed_from,
+        "dropped_empty_texts": datamodule.dropped,
         "provenance": provenance(datamodule),
     }
     write_json(output_dir / "metrics.json", record)
+    if (last := last_checkpoint(trainer)) is not None:
+        last.unlink(missing_ok=True)  # only needed to resume; the run is done
     log_hparams_with_results(trainer, record)
     log.info(summary_line(record))
     log.info("metrics written to %s", output_dir / "metrics.json")

@@ -1,0 +1,25 @@
+"""Test-only callback (loaded by subprocesses as `tests.pause.PauseAt`): pauses a run once, at a given
+step, so a test can kill or interrupt it there. The marker file makes the pause happen only once, so
+the resumed run can be the very same command."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+
+
+class PauseAt(L.Callback):
+    def __init__(self, step: int, marker: str, seconds: float = 120.0, job: int | None = None) -> None:
+        self.step, self.marker, self.seconds, self.job = step, Path(marker), seconds, job
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
+        if trainer.global_step != self.step or self.marker.exists():
+            return
+        if self.job is not None and HydraConfig.get().job.num != self.job:
+            return
+        self.marker.write_text(f"epoch {trainer.current_epoch} batch {idx}")
+        time.sleep(self.seconds)

@@ -1,0 +1,183 @@
+"""Interrupted runs continue where they stopped: `kill -9` mid-epoch, then the same command with
+resume=true; Ctrl-C finishes the step and saves a checkpoint; a resumed sweep skips finished jobs.
+The resumed runs end with the metrics of an uninterrupted run (same seed), gradual unfreezing included."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, tiny_overrides
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+
+def command(tiny_models: dict[str, str], reviews_csv: str, *extra: str) -> list[str]:
+    """Gradual unfreezing over 3 epochs of 3 steps: layer 2 unfreezes at epoch 1, layer 1 at epoch 2."""
+    overrides = [o for o in tiny_overrides(tiny_models["bert"], reviews_csv) if not o.startswith("trainer.max_epochs")]
+    return [sys.executable, str(ROOT / "train.py"), "strategy=gradual", "trainer.max_epochs=3", *overrides, *extra]
+
+
+def pause(marker: Path, step: int, seconds: float = 120.0, job: int | None = None) -> list[str]:
+    args = ["+callbacks.pause._target_=tests.pause.PauseAt", f"+callbacks.pause.step={step}"]
+    args += [f"+callbacks.pause.marker={marker}", f"+callbacks.pause.seconds={seconds}"]
+    return args + ([f"+callbacks.pause.job={job}"] if job is not None else [])
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # tests.pause, from a working directory outside the repo
+    return subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    process = start(args, cwd)
+    stdout, stderr = process.communicate(timeout=600)
+    return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
+
+
+def wait_for(marker: Path, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the run never reached the pause"
+        time.sleep(0.1)
+
+
+def only_run_dir(cwd: Path) -> Path:
+    runs = list((cwd / "outputs").glob("*/*"))
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def newest(events):  # a resumed run's folder holds both attempts' events
+    return max(events, key=lambda e: (e.step, e.wall_time))
+
+
+def metrics(run_dir: Path) -> dict:
+    """metrics.json, plus the last epoch's losses from TensorBoard: the reported metrics come from the best
+    checkpoint, which may be an early epoch; these see every step up to the end."""
+    record = json.loads((run_dir / "metrics.json").read_text())
+    accumulator = EventAccumulator(str(run_dir / "tensorboard"))
+    accumulator.Reload()
+    train = newest(accumulator.Scalars("train/loss_epoch"))
+    val = newest(e for e in accumulator.Scalars("val/loss") if e.step == train.step)  # not the best-checkpoint re-run
+    record["final"] = {"train/loss_epoch": train.value, "val/loss": val.value}
+    return record
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tiny_models, reviews_csv) -> dict:
+    cwd = tmp_path_factory.mktemp("uninterrupted")
+    result = finish(command(tiny_models, reviews_csv), cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return metrics(only_run_dir(cwd))
+
+
+def assert_same_results(resumed: dict, reference: dict) -> None:
+    for split in ("val", "test", "final"):
+        for key, value in reference[split].items():
+            assert resumed[split][key] == pytest.approx(value, rel=1e-5, abs=1e-6), (split, key)
+    assert resumed["epochs_run"] == reference["epochs_run"]
+    assert resumed["cost"]["params/trainable"] == reference["cost"]["params/trainable"]  # all layers unfrozen
+
+
+def test_kill_9_mid_epoch_then_the_same_command_with_resume_ends_like_an_uninterrupted_run(
+    tmp_path, tiny_models, reviews_csv, uninterrupted
+):
+    marker = tmp_path / "paused"
+    args = command(tiny_models, reviews_csv, *pause(marker, step=7))  # epoch 2, second batch
+    process = start(args, tmp_path)
+    wait_for(marker, process)
+    process.kill()  # SIGKILL: no handler, no cleanup
+    process.wait(timeout=60)
+    run_dir = only_run_dir(tmp_path)
+    assert not (run_dir / "metrics.json").exists()
+    last = run_dir / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=True, map_location="cpu")  # plain tensors and containers only
+    assert saved["epoch"] == 1 and saved["global_step"] == 6
+
+    copy = tmp_path / "epoch1.ckpt"
+    copy.write_bytes(last.read_bytes())
+
+    result = finish([*args, "resume=true"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert only_run_dir(tmp_path) == run_dir  # the same folder, found from the command
+    resumed = metrics(run_dir)
+    assert resumed["resumed_from"] == str(last)
+    assert_same_results(resumed, uninterrupted)
+    assert not last.exists()  # only kept while the run can still be resumed
+
+    # any checkpoint file starts a new run from there: the same training (the best-so-far bookkeeping stays
+    # with the old folder, so only the final weights are compared)
+    elsewhere = tmp_path / "from_file"
+    result = finish([*command(tiny_models, reviews_csv), f"ckpt_path={copy}", f"hydra.run.dir={elsewhere}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert metrics(elsewhere)["final"] == pytest.approx(uninterrupted["final"], rel=1e-5)
+
+
+def test_ctrl_c_finishes_the_step_saves_a_checkpoint_and_resumes_mid_epoch(
+    tmp_path, tiny_models, reviews_csv, uninterrupted
+):
+    marker = tmp_path / "paused"
+    args = command(tiny_models, reviews_csv, *pause(marker, step=4, seconds=3))  # epoch 1, second batch
+    process = start(args, tmp_path)
+    wait_for(marker, process)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "resume=true" in errors[0], stderr[-3000:]
+    run_dir = only_run_dir(tmp_path)
+    assert json.loads((run_dir / "error.json").read_text())["status"] == "interrupted"
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert saved["global_step"] == 5  # the step under way when Ctrl-C came was finished and kept
+
+    result = finish([*args, "resume=true"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (run_dir / "error.json").exists()
+    resumed = metrics(run_dir)
+    assert_same_results(resumed, uninterrupted)
+    assert resumed["cost"]["perf/fit_time_s"] > 3  # the first attempt's training (with its 3 s pause) counts
+
+
+def test_a_resumed_sweep_skips_finished_jobs_and_continues_the_killed_one(tmp_path, tiny_models, reviews_csv):
+    marker = tmp_path / "paused"
+    args = command(tiny_models, reviews_csv, "seed=0,1", *pause(marker, step=4, job=1))
+    args.insert(2, "-m")
+    process = start(args, tmp_path)
+    wait_for(marker, process)
+    process.kill()
+    process.wait(timeout=60)
+    (sweep,) = (tmp_path / "multirun").glob("*/*")
+    first, second = sorted(sweep.glob("[01]_*"))
+    finished_at = (first / "metrics.json").stat().st_mtime_ns
+    assert not (second / "metrics.json").exists()
+
+    result = finish([*args, "resume=true"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list((tmp_path / "multirun").glob("*/*")) == [sweep]
+    assert (first / "metrics.json").stat().st_mtime_ns == finished_at  # not run again
+    assert metrics(second)["resumed_from"].endswith("last.ckpt")
+    assert "2 ok" in (sweep / "summary.md").read_text()
+
+
+def test_ctrl_c_twice_stops_at_once(tmp_path, tiny_models, reviews_csv):
+    marker = tmp_path / "paused"
+    process = start(command(tiny_models, reviews_csv, *pause(marker, step=4, seconds=60)), tmp_path)
+    wait_for(marker, process)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)  # during the 60 s pause: does not wait for the step to end
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr[-3000:]
+    run_dir = only_run_dir(tmp_path)
+    error = json.loads((run_dir / "error.json").read_text())
+    assert error["status"] == "interrupted" and "second Ctrl-C" in error["error"]
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert saved["global_step"] == 3  # the last epoch's checkpoint, untouched

@@ -1,0 +1,147 @@
+"""Bad input: one clear line naming the setting and the fix, a non-zero exit, and no result that looks
+finished. In-process through `ftcompare.training.run` (what `train.py` calls); the command-line
+path (exit codes, no traceback, Hydra's own refusals) is covered in test_train.py."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from conftest import tiny_overrides
+from transformers import AutoModel, GPT2Config, T5Config
+
+from ftcompare.config import embedded_model_path
+from ftcompare.training import run
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory, tiny_models, reviews_csv) -> dict[str, str]:
+    """Broken data files and model folders, next to a good review CSV."""
+    root = tmp_path_factory.mktemp("bad")
+    with open(reviews_csv, newline="") as f:
+        rows = list(csv.reader(f))
+    files = {
+        "empty": b"",
+        "header_only": b"text,label\n",
+        "latin1": "text,label\n" + "\n".join(f'"caf\xe9 {i}",{i % 2}' for i in range(300)),
+        "ragged": "text,label\na,1\nb,0,extra,more\n",
+        "no_label": "review,stars\n" + "\n".join(f"r{i},{i}" for i in range(300)),
+        "neutral": _csv([*rows, ["a neutral review", "2"]]),
+        "one_class": _csv([row for row in rows if row[1] != "0"]),
+    }
+    paths = {}
+    for name, content in files.items():
+        path = root / f"{name}.csv"
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_bytes(content.encode("latin-1" if name == "latin1" else "utf-8"))
+        paths[name] = str(path)
+    tiny = {"n_layer": 2, "n_head": 2, "n_embd": 32}
+    for name, config in {"gpt2": GPT2Config(**tiny), "t5": T5Config(d_model=32, num_layers=1, num_heads=2)}.items():
+        AutoModel.from_config(config).save_pretrained(root / name)
+        paths[name] = str(root / name)
+    custom = root / "custom_code"
+    custom.mkdir()
+    (custom / "config.json").write_text(
+        json.dumps({"model_type": "my-encoder", "auto_map": {"AutoConfig": "my_encoder.MyConfig"}})
+    )
+    (custom / "my_encoder.py").write_text("raise SystemExit('custom code ran')\n")
+    paths["custom_code"] = str(custom)
+    return paths
+
+
+def _csv(rows: list[list[str]]) -> str:
+    out = io.StringIO()
+    csv.writer(out).writerows(rows)
+    return out.getvalue()
+
+
+# (overrides, words the one error line must contain). `{name}` is a file from `bad_files`.
+CASES = {
+    "lr zero": (["optimizer.lr=0"], "optimizer.lr=0"),
+    "lr negative": (["optimizer.lr=-1e-4"], "optimizer.lr=-0.0001"),
+    "lr not a number": (["optimizer.lr=abc"], "optimizer.lr='abc'"),
+    "lr infinite": (["optimizer.lr=inf"], "optimizer.lr=inf"),
+    "lr multiplier": (["lr_multiplier=0"], "lr_multiplier=0"),
+    "batch size 0": (["data.batch_size=0"], "data.batch_size=0"),
+    "eval batch size": (["data.eval_batch_size=0"], "data.eval_batch_size=0"),
+    "epochs 0": (["trainer.max_epochs=0"], "trainer.max_epochs=0"),
+    "max_length short": (["data.max_length=4"], "data.max_length=4"),
+    "max_length above the model": (["data.max_length=4096"], "data.max_length=4096 is above the 512 positions"),
+    "unknown precision": (["trainer.precision=bf17"], "trainer.precision='bf17'"),
+    "misspelt strategy key": (["strategy=lora", "+strategy.rank=4"], "strategy.rank is not a setting"),
+    "misspelt data key": (["+data.batchsize=4"], "did you mean data.batch_size?"),
+    "misspelt trainer key": (["+trainer.max_epoch=4"], "did you mean trainer.max_epochs?"),
+    "unknown class": (["strategy._target_=ftcompare.strategies.Nope"], "strategy._target_"),
+    "lora rank 0": (["strategy=lora", "strategy.r=0"], "strategy.r=0"),
+    "lora dropout 1": (["strategy=lora", "strategy.dropout=1.0"], "strategy.dropout=1.0"),
+    "unfreeze never": (["strategy=gradual", "strategy.unfreeze_every=2"], "never unfreezes"),
+    "unfreeze 0": (["strategy=gradual", "strategy.unfreeze_every=0"], "strategy.unfreeze_every=0"),
+    "lr decay 0": (["strategy=gradual", "strategy.lr_decay=0"], "strategy.lr_decay=0"),
+    "splits too big": (["data.train_size=100000"], "data.train_size + data.val_size + data.test_size = 100064"),
+    "split of one row": (["data.val_size=1"], "data.val_size=1 cannot be drawn stratified"),
+    "one class only": (["data.source.data_files={one_class}"], "one class only"),
+    "missing model": (["model.name_or_path=/no/such/model"], "model.name_or_path='/no/such/model' does not exist"),
+    "not an encoder": (["model.name_or_path={gpt2}"], "'gpt2'"),
+    "encoder-decoder": (["model.name_or_path={t5}"], "is not an encoder the strategies understand"),
+    "remote code": (["model.name_or_path={custom_code}"], "model.trust_remote_code=true"),
+    "missing data file": (["data.source.data_files=/no/such.csv"], "data.source.data_files='/no/such.csv'"),
+    "empty file": (["data.source.data_files={empty}"], "is empty"),
+    "header only": (["data.source.data_files={header_only}"], "could not be read"),
+    "not utf-8": (["data.source.data_files={latin1}"], "is not UTF-8 text"),
+    "malformed csv": (["data.source.data_files={ragged}"], "Expected 2 fields in line 3"),
+    "missing columns": (["data.source.data_files={no_label}"], "no column(s) ['text', 'label']"),
+    "label outside the set": (["data.source.data_files={neutral}"], "outside the label set"),
+    "missing checkpoint": (["ckpt_path=/no/such.ckpt"], "ckpt_path='/no/such.ckpt'"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_exits_2_with_one_line_naming_setting_and_fix(
+    case, compose_cfg, tiny_models, reviews_csv, bad_files, tmp_path, capsys
+):
+    overrides, words = CASES[case]
+    overrides = [o.format(**bad_files) for o in overrides]
+    cfg = compose_cfg(*tiny_overrides(tiny_models["bert"], reviews_csv), *overrides)
+    with pytest.raises(SystemExit) as exit_:
+        run(cfg)
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert exit_.value.code == 2, errors
+    assert len(errors) == 1 and words in errors[0] and "Fix:" in errors[0], errors
+    assert not (tmp_path / "metrics.json").exists()
+    recorded = json.loads((tmp_path / "error.json").read_text())
+    assert recorded["status"] == "failed" and recorded["error"] == errors[0].removeprefix("error: ")
+
+
+def test_the_remote_code_was_never_run(compose_cfg, bad_files, tiny_models, reviews_csv):
+    cfg = compose_cfg(
+        *tiny_overrides(tiny_models["bert"], reviews_csv), f"model.name_or_path={bad_files['custom_code']}"
+    )
+    with pytest.raises(SystemExit) as exit_:
+        run(cfg)
+    assert exit_.value.code == 2  # the module would have exited with its own message
+
+
+def test_empty_and_whitespace_texts_are_dropped_and_counted(compose_cfg, tiny_models, reviews_csv, tmp_path):
+    from hydra.utils import instantiate
+
+    with open(reviews_csv, newline="") as f:
+        rows = list(csv.reader(f))
+    data = tmp_path / "with_blanks.csv"
+    data.write_text(_csv([*rows, ["   ", "1"], ["", "0"], ["\t\n", "1"]]))
+    cfg = compose_cfg(*tiny_overrides(tiny_models["bert"], str(data)))
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.setup("fit")
+    assert datamodule.dropped == {"train": 3}
+    assert all(text.strip() for split in datamodule.raw_splits().values() for text in split["text"])
+
+
+def test_embedded_model_passes_the_backbone_check():
+    from ftcompare.models import check_backbone
+
+    check_backbone({"name_or_path": embedded_model_path()}, 512)
+    with pytest.raises(Exception, match=r"data\.max_length=513"):
+        check_backbone({"name_or_path": embedded_model_path()}, 513)
