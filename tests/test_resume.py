@@ -1,6 +1,11 @@
 """Interrupted runs continue where they stopped: `kill -9` mid-epoch, then the same command with
 resume=true; Ctrl-C finishes the step and saves a checkpoint; a resumed sweep skips finished jobs.
-The resumed runs end with the metrics of an uninterrupted run (same seed), gradual unfreezing included."""
+The resumed runs end with the metrics of an uninterrupted run (same seed), gradual unfreezing included.
+
+Two fresh runs are bit-identical here, a resumed one is not quite: its tensors sit elsewhere in memory
+and CPU kernels pick code paths by alignment, so losses move in the 5th-6th digit (measured: up to 2e-5
+relative at the end). The tolerance, 1e-4, is below what a wrong data position (3e-4) or a lost random
+state (9e-4) did to them when tried."""
 
 from __future__ import annotations
 
@@ -82,7 +87,7 @@ def uninterrupted(tmp_path_factory, tiny_models, reviews_csv) -> dict:
 def assert_same_results(resumed: dict, reference: dict) -> None:
     for split in ("val", "test", "final"):
         for key, value in reference[split].items():
-            assert resumed[split][key] == pytest.approx(value, rel=1e-5, abs=1e-6), (split, key)
+            assert resumed[split][key] == pytest.approx(value, rel=1e-4), (split, key)
     assert resumed["epochs_run"] == reference["epochs_run"]
     assert resumed["cost"]["params/trainable"] == reference["cost"]["params/trainable"]  # all layers unfrozen
 
@@ -118,7 +123,7 @@ def test_kill_9_mid_epoch_then_the_same_command_with_resume_ends_like_an_uninter
     elsewhere = tmp_path / "from_file"
     result = finish([*command(tiny_models, reviews_csv), f"ckpt_path={copy}", f"hydra.run.dir={elsewhere}"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert metrics(elsewhere)["final"] == pytest.approx(uninterrupted["final"], rel=1e-5)
+    assert metrics(elsewhere)["final"] == pytest.approx(uninterrupted["final"], rel=1e-4)
 
 
 def test_ctrl_c_finishes_the_step_saves_a_checkpoint_and_resumes_mid_epoch(
