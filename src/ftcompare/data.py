@@ -247,14 +247,9 @@ class TextClassificationDataModule(L.LightningDataModule):
         if trainer is None:
             return {}
         epoch, trained = trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        return (
-            {"epoch": epoch + 1, "batches": 0}
-            if trained >= trainer.num_training_batches
-            else {
-                "epoch": epoch,
-                "batches": trained,
-            }
-        )
+        if trained >= trainer.num_training_batches:  # saved at the epoch's end: go on with the next one
+            epoch, trained = epoch + 1, 0
+        return {"epoch": epoch, "batches": trained}
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         if state_dict:

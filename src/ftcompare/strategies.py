@@ -128,7 +128,7 @@ class FineTuningStrategy(L.LightningModule):
             raise TrainingDiverged(
                 f"train/loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: training "
                 f"diverged and was stopped. Fix: a lower optimizer.lr (this run: {lr:g}), "
-                "gradient clipping (trainer.gradient_clip_val=1.0) or trainer.precision=32-true"
+                "gradient clipping on (trainer.gradient_clip_val=1.0, the default) or trainer.precision=32-true"
             )
         self.train_acc(self._scores(logits), batch["labels"])
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(logits))
