@@ -22,7 +22,7 @@ def options(group: str) -> list[str]:
 def test_config_groups_mirror_the_code():
     for group in ("strategy", "model", "data", "callbacks", "logger", "trainer", "experiment", "debug"):
         assert options(group), f"conf/{group}/ is empty"
-    assert options("strategy") == ["frozen", "full", "gradual", "lora"]
+    assert options("strategy") == ["bitfit", "dora", "frozen", "full", "gradual", "ia3", "lora", "lora_all"]
 
 
 @pytest.mark.parametrize("group", ["model", "data", "trainer", "callbacks", "logger", "debug", "experiment"])
@@ -36,14 +36,16 @@ def test_every_option_composes_and_resolves(compose_cfg, group):
         validate(cfg)
 
 
-@pytest.mark.parametrize("strategy", ["full", "frozen", "lora", "gradual"])
+@pytest.mark.parametrize("strategy", options("strategy"))
 def test_every_strategy_instantiates_with_its_own_learning_rate(compose_cfg, tiny_models, strategy):
     cfg = compose_cfg(f"strategy={strategy}", f"model.name_or_path={tiny_models['bert']}")
     module = build_module(cfg)
     assert isinstance(module, FineTuningStrategy) and module.name == strategy
     trainable, total = module.parameter_counts()
     assert 0 < trainable <= total
-    assert cfg.optimizer.lr == {"full": 1e-4, "frozen": 2e-3, "lora": 1e-3, "gradual": 5e-4}[strategy]
+    defaults = {"full": 1e-4, "frozen": 2e-3, "lora": 1e-3, "gradual": 5e-4}
+    defaults |= {"bitfit": 1e-3, "ia3": 3e-3, "lora_all": 5e-4, "dora": 1e-3}
+    assert cfg.optimizer.lr == defaults[strategy]
 
 
 def test_lr_sweep_scales_each_strategys_own_default(compose_cfg):

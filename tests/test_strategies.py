@@ -82,6 +82,50 @@ def test_lora_trains_adapters_and_head_only(setup, arch):
     assert {n.split(".modules_to_save")[0].rsplit(".", 1)[-1] for n in head} == expected_head
 
 
+# Per peft strategy: the marker in its trained parameters' names, and which Linear modules of every encoder
+# layer carry it (by name within the layer).
+PEFT = {
+    "lora_all": ("lora_", lambda parts, name: True),
+    "dora": ("lora_", lambda parts, name: name.rsplit(".", 1)[-1] in parts.query_value),
+    "ia3": ("ia3_l", lambda parts, name: name.rsplit(".", 1)[-1] in parts.key_value or name == parts.ffn_output),
+}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("strategy", list(PEFT))
+def test_peft_variants_train_their_adapters_and_head_only(setup, arch, strategy):
+    cfg, module = setup(arch, strategy)
+    marker, targeted = PEFT[strategy]
+    plain = module.load_classifier()  # the same module names, without peft's wrappers
+    parts = anatomy(plain)
+    before = fit(cfg, module)
+    diff = changed(module, before)
+    adapters = [n for n in diff if marker in n]
+    head = [n for n in diff if ".modules_to_save." in n]
+    base = [n for n in diff if n not in adapters and n not in head]
+    assert adapters and head and base
+    assert not any(diff[n] for n in base), [n for n in base if diff[n]]
+    assert all(diff[n] for n in adapters + head), [n for n in adapters + head if not diff[n]]
+    adapted = {n.split(f".{marker}")[0].removeprefix("model.base_model.model.") for n in adapters}
+    assert adapted == set(parts.linears(plain, lambda name: targeted(parts, name)))
+    if strategy == "dora":  # a trained magnitude per output feature of every adapted projection
+        assert all(diff[n] for n in diff if "lora_magnitude_vector" in n)
+        assert any("lora_magnitude_vector" in n for n in diff)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_bitfit_trains_biases_and_head_only(setup, arch):
+    cfg, module = setup(arch, "bitfit")
+    head = tuple(f"model.{name}." for name in anatomy(module.model).head)
+    before = fit(cfg, module)
+    diff = changed(module, before)
+    trained = [n for n in diff if n.endswith(".bias") or n.startswith(head)]
+    frozen = [n for n in diff if n not in trained]
+    assert trained and frozen and all(n.endswith(".weight") for n in frozen)
+    assert not any(diff[n] for n in frozen), [n for n in frozen if diff[n]]
+    assert all(diff[n] for n in trained), [n for n in trained if not diff[n]]
+
+
 class Probe(L.Callback):
     """Records trainable parameter names per epoch and each param group's LR per step."""
 

@@ -143,3 +143,15 @@ def test_real_embedded_model_trains_a_few_steps(tmp_path):
 def test_hydra_full_error_shows_the_whole_traceback(tmp_path):
     result = run_train("optimizer.lr=0", f"hydra.run.dir={tmp_path}", env={"HYDRA_FULL_ERROR": "1"})
     assert result.returncode != 0 and "Traceback" in result.stderr and "ConfigError" in result.stderr
+
+
+def test_the_peft_and_bias_strategies_run_end_to_end(tmp_path, tiny_models, reviews_csv):
+    sweep = tmp_path / "sweep"
+    overrides = tiny_overrides(tiny_models["distilbert"], reviews_csv)
+    result = run_train("-m", "strategy=bitfit,ia3,lora_all,dora", *overrides, f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = {r["strategy"]: r for r in (json.loads(p.read_text()) for p in sweep.glob("*/metrics.json"))}
+    assert set(records) == {"bitfit", "ia3", "lora_all", "dora"}
+    pct = {name: r["cost"]["params/trainable_pct"] for name, r in records.items()}
+    assert all(0 < p < 100 for p in pct.values()), pct
+    assert pct["ia3"] < pct["dora"] < pct["lora_all"], pct  # a few vectors < q/v adapters < adapters everywhere

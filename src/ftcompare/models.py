@@ -6,6 +6,7 @@ query/value projections and the classification head are found from the model its
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -19,6 +20,7 @@ from ftcompare.config import ConfigError
 
 # Leaf names of the attention query/value projections across encoder families.
 _QUERY_VALUE_NAMES = (("query", "value"), ("q_lin", "v_lin"), ("q_proj", "v_proj"), ("query_proj", "value_proj"))
+_KEY_VALUE_NAMES = (("key", "value"), ("k_lin", "v_lin"), ("k_proj", "v_proj"), ("key_proj", "value_proj"))
 # Config attribute that holds the attention-probability dropout, per family.
 _ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")
 # Families whose position ids start at pad_token_id + 1.
@@ -112,6 +114,18 @@ class Anatomy:
     layers: nn.ModuleList  # bottom to top
     head: list[str]  # module names of the classification head (incl. a pooler)
     query_value: tuple[str, str]  # leaf names of the attention query/value projections
+    key_value: tuple[str, str] | None  # leaf names of the attention key/value projections
+    ffn_output: str  # name, within a layer, of the feed-forward block's down projection
+
+    def linears(self, model: nn.Module, select: Callable[[str], bool]) -> list[str]:
+        """Full names of the encoder layers' Linear modules whose name within the layer passes `select`."""
+        names = {id(m): n for n, m in model.named_modules()}
+        return [
+            names[id(m)]
+            for layer in self.layers
+            for name, m in layer.named_modules()
+            if isinstance(m, nn.Linear) and select(name)
+        ]
 
 
 def anatomy(model: PreTrainedModel) -> Anatomy:
@@ -132,14 +146,18 @@ def anatomy(model: PreTrainedModel) -> Anatomy:
         for name, child in base.named_children()
         if child is not embeddings and not any(m is layers for m in child.modules()) and _has_params(child)
     ]
-    leaves = {name.rsplit(".", 1)[-1] for name, m in layers[0].named_modules() if isinstance(m, nn.Linear)}
+    linears = {name: m for name, m in layers[0].named_modules() if isinstance(m, nn.Linear)}
+    leaves = {name.rsplit(".", 1)[-1] for name in linears}
     query_value = next((pair for pair in _QUERY_VALUE_NAMES if set(pair) <= leaves), None)
+    key_value = next((pair for pair in _KEY_VALUE_NAMES if set(pair) <= leaves), None)
+    hidden = [name for name, m in linears.items() if m.out_features == model.config.hidden_size]
+    ffn_output = max(hidden, key=lambda name: linears[name].in_features)  # intermediate size -> hidden size
     if query_value is None:
         raise ConfigError(
             f"model_type={model.config.model_type!r}: no attention query/value projections among {sorted(leaves)}. "
             "Fix: set strategy.target_modules to the projection names"
         )
-    return Anatomy(embeddings, layers, head, query_value)
+    return Anatomy(embeddings, layers, head, query_value, key_value, ffn_output)
 
 
 def _has_params(module: nn.Module) -> bool:

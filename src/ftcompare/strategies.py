@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import lightning as L
 import torch
 import torch.nn.functional as F
-from peft import LoraConfig, TaskType, get_peft_model
+from peft import IA3Config, LoraConfig, TaskType, get_peft_model
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
@@ -22,6 +22,7 @@ from torchmetrics import AUROC, Accuracy, F1Score, MaxMetric, MetricCollection
 from transformers import AutoModel, AutoModelForSequenceClassification, PreTrainedModel, get_linear_schedule_with_warmup
 
 from ftcompare.callbacks import GradualUnfreeze
+from ftcompare.config import ConfigError
 from ftcompare.feature_cache import FeatureCache, model_identity
 from ftcompare.models import PooledClassifier, anatomy, load_model
 
@@ -246,25 +247,93 @@ class FrozenBackbone(FineTuningStrategy):
 
 
 class LoRA(FineTuningStrategy):
-    """peft LoRA on the attention query/value projections; base weights frozen; the head trains."""
+    """peft LoRA on the attention query/value projections; base weights frozen; the head trains.
+
+    `target_modules`: leaf or full module names, or `all-linear` for every Linear of the encoder layers.
+    """
 
     name = "lora"
 
     def __init__(
-        self, r: int = 8, alpha: int = 16, dropout: float = 0.1, target_modules: list[str] | None = None, **kwargs: Any
+        self,
+        r: int = 8,
+        alpha: int = 16,
+        dropout: float = 0.1,
+        target_modules: list[str] | str | None = None,
+        use_dora: bool = False,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         model = self.load_classifier()
         parts = anatomy(model)
+        if target_modules == "all-linear":
+            target_modules = parts.linears(model, lambda name: True)
         config = LoraConfig(
             task_type=TaskType.SEQ_CLS,
             r=r,
             lora_alpha=alpha,
             lora_dropout=dropout,
             target_modules=list(target_modules or parts.query_value),
+            use_dora=use_dora,
             modules_to_save=parts.head,  # e.g. DistilBERT's pre_classifier, BERT's pooler
         )
         self.model = get_peft_model(model, config)
+
+
+class LoRAAllLinear(LoRA):
+    """LoRA on every Linear of the encoder layers: attention and feed-forward."""
+
+    name = "lora_all"
+
+    def __init__(self, target_modules: list[str] | str | None = "all-linear", **kwargs: Any) -> None:
+        super().__init__(target_modules=target_modules, **kwargs)
+
+
+class DoRA(LoRA):
+    """DoRA (peft `use_dora`): LoRA's direction update plus a trained magnitude per output feature."""
+
+    name = "dora"
+
+    def __init__(self, use_dora: bool = True, **kwargs: Any) -> None:
+        super().__init__(use_dora=use_dora, **kwargs)
+
+
+class IA3(FineTuningStrategy):
+    """peft IA3: learned vectors rescale the attention keys and values and the input of the feed-forward
+    down projection (module names found per architecture, e.g. DistilBERT's k_lin/v_lin/ffn.lin2); the head trains."""
+
+    name = "ia3"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        model = self.load_classifier()
+        parts = anatomy(model)
+        if parts.key_value is None:
+            raise ConfigError(
+                f"model_type={model.config.model_type!r}: no attention key/value projections found for IA3. "
+                "Fix: another strategy, e.g. strategy=lora"
+            )
+        feedforward = parts.linears(model, lambda name: name == parts.ffn_output)
+        config = IA3Config(
+            task_type=TaskType.SEQ_CLS,
+            target_modules=parts.linears(model, lambda name: name.rsplit(".", 1)[-1] in parts.key_value) + feedforward,
+            feedforward_modules=feedforward,
+            modules_to_save=parts.head,
+        )
+        self.model = get_peft_model(model, config)
+
+
+class BitFit(FineTuningStrategy):
+    """BitFit: only the bias terms (attention, feed-forward, LayerNorm) and the classification head train."""
+
+    name = "bitfit"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model = self.load_classifier()
+        head = tuple(f"{name}." for name in anatomy(self.model).head)
+        for name, param in self.model.named_parameters():
+            param.requires_grad_(name.endswith(".bias") or name.startswith(head))
 
 
 class GradualUnfreezing(FineTuningStrategy):
