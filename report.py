@@ -6,9 +6,9 @@ where some jobs failed or that is still running.
 """
 
 import argparse
-import sys
 from pathlib import Path
 
+from ftcompare.config import bad_input_exits
 from ftcompare.reporting import build_report, newest_sweep
 
 
@@ -17,12 +17,8 @@ def main() -> None:
     parser.add_argument("sweep_dir", nargs="?", type=Path, help="a multirun folder (default: the newest one)")
     parser.add_argument("--root", type=Path, default=Path("multirun"), help="where to look for the newest sweep")
     args = parser.parse_args()
-    try:
-        sweep_dir = args.sweep_dir or newest_sweep(args.root)
-        report = build_report(sweep_dir)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    with bad_input_exits(FileNotFoundError):
+        report = build_report(args.sweep_dir or newest_sweep(args.root))
     paths = report.write()
     print(report.terminal())
     print("\nwritten: " + ", ".join(str(p) for p in paths))

@@ -1,19 +1,26 @@
-"""`python eval.py ckpt_path=...` re-evaluates a checkpoint with its run's settings: the same test metrics
-as training reported, to the last bit."""
+"""Using a trained checkpoint: `eval.py` re-evaluates it with its run's settings (the same test metrics as
+training reported, to the last bit); `predict.py` labels new texts (on the test split: training's accuracy)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
 
 import pytest
 from conftest import ROOT, tiny_overrides
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from test_train import run_train
 
 
+def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
 def run_eval(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "eval.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return run_script("eval.py", *args)
 
 
 @pytest.mark.parametrize("strategy", ["lora", "frozen"])
@@ -38,3 +45,33 @@ def test_eval_of_a_file_outside_a_run_is_a_clear_error(tmp_path):
     stray.write_bytes(b"")
     result = run_eval(f"ckpt_path={stray}", f"hydra.run.dir={tmp_path / 'eval'}")
     assert result.returncode == 2 and result.stderr.startswith("error: ckpt_path=") and "Fix:" in result.stderr
+
+
+@pytest.mark.parametrize("strategy", ["gradual", "lora"])
+def test_predict_labels_texts_and_reproduces_the_test_accuracy(tmp_path, tiny_models, reviews_csv, strategy):
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(tiny_models["bert"], reviews_csv)
+    trained = run_train(f"strategy={strategy}", *overrides, f"hydra.run.dir={run_dir}")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    record = json.loads((run_dir / "metrics.json").read_text())
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    test = instantiate(cfg.data, _convert_="all").raw_splits()["test"]
+    inputs = tmp_path / "test.csv"
+    with inputs.open("w", newline="") as f:
+        csv.writer(f).writerows([["text", "label"], *zip(test["text"], test["labels"], strict=True)])
+
+    result = run_script(
+        "predict.py", f"ckpt_path={record['checkpoint']}", f"input={inputs}", f"hydra.run.dir={tmp_path / 'p'}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [json.loads(line) for line in (tmp_path / "p" / "predictions.jsonl").read_text().splitlines()]
+    assert len(lines) == len(test) and [p["text"] for p in lines] == test["text"]
+    assert all(abs(sum(p["probabilities"].values()) - 1) < 1e-4 and p["label"] in cfg.data.label_names for p in lines)
+    names = list(cfg.data.label_names)
+    accuracy = sum(names.index(p["label"]) == y for p, y in zip(lines, test["labels"], strict=True)) / len(test)
+    assert accuracy == pytest.approx(record["test"]["test/acc"])
+
+    one = run_script(
+        "predict.py", f"ckpt_path={record['checkpoint']}", "text=A moving film.", f"hydra.run.dir={tmp_path / 'q'}"
+    )
+    assert one.returncode == 0 and json.loads(one.stdout.strip().splitlines()[-1])["text"] == "A moving film."

@@ -6,6 +6,7 @@ seconds, not an epoch.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import importlib.util
@@ -13,6 +14,8 @@ import inspect
 import math
 import platform
 import re
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, get_args
 
@@ -22,6 +25,16 @@ from omegaconf import DictConfig, OmegaConf
 
 class ConfigError(ValueError):
     """A user-facing error: names the setting, the bad value and the fix."""
+
+
+@contextlib.contextmanager
+def bad_input_exits(*errors: type[Exception]) -> Iterator[None]:
+    """For the entry points: bad input is one `error: ...` line on stderr and exit code 2."""
+    try:
+        yield
+    except (ConfigError, *errors) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 def embedded_model_path() -> str:

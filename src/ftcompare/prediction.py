@@ -1,0 +1,72 @@
+"""Label new texts with a checkpoint (`python predict.py ckpt_path=... text=...|input=...`): one JSON line per input."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from transformers import AutoTokenizer
+
+from ftcompare.config import ConfigError
+from ftcompare.evaluation import run_config
+from ftcompare.models import load_pretrained
+from ftcompare.reporting import write_atomic
+from ftcompare.training import build_module
+
+
+def read_texts(cfg: DictConfig, text_column: str) -> list[str]:
+    """`text=` one text; `input=` a .txt (a text per non-empty line) or a .csv (the run's text column)."""
+    if (cfg.text is None) == (cfg.input is None):
+        raise ConfigError("give exactly one of text=... or input=<file.txt|file.csv>. Fix: e.g. text='A moving film.'")
+    if cfg.text is not None:
+        return [str(cfg.text)]
+    path = Path(cfg.input).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"input={cfg.input!r} does not exist. Fix: a .txt with a text per line or a .csv")
+    if path.suffix.lower() != ".csv":
+        return [line for line in path.read_text().splitlines() if line.strip()]
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if rows and text_column not in rows[0]:
+        raise ConfigError(f"input={cfg.input!r} has no column {text_column!r}. Fix: name the text column {text_column}")
+    return [row[text_column] for row in rows]
+
+
+def predict(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Rebuild the run's strategy, load the checkpoint's weights, label the texts; print and write predictions.jsonl."""
+    ckpt_path = Path(cfg.ckpt_path).expanduser()
+    run = run_config(ckpt_path)
+    texts = read_texts(cfg, run.data.text_column)
+    module = build_module(run)
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict(state)
+    module.eval()
+    tokenizer = load_pretrained(AutoTokenizer, run.data.tokenizer, run.model.get("trust_remote_code", False))
+    bf16 = str(run.trainer.precision).startswith("bf16")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    module.to(device)
+    predictions = []
+    for batch in _batches(texts, cfg.batch_size):
+        inputs = tokenizer(batch, truncation=True, max_length=run.data.max_length, padding=True, return_tensors="pt")
+        autocast = torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        with torch.no_grad(), autocast:
+            probs = module(inputs.to(device)).float().softmax(-1).cpu()
+        for text, p in zip(batch, probs, strict=True):
+            label = module.label_names[int(p.argmax())]
+            scores = {name: round(float(v), 6) for name, v in zip(module.label_names, p, strict=True)}
+            predictions.append({"label": label, "probabilities": scores, "text": text})
+    lines = [json.dumps(p, ensure_ascii=False) for p in predictions]
+    print("\n".join(lines))
+    write_atomic(Path(cfg.paths.output_dir) / "predictions.jsonl", "\n".join(lines) + "\n")
+    return predictions
+
+
+def _batches(texts: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(texts), size):
+        yield texts[start : start + size]
