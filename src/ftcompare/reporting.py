@@ -90,6 +90,10 @@ def write_json(path: Path, record: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(record, indent=2, default=str) + "\n")
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def write_atomic(path: Path, text: str | bytes) -> Path:
     """Write to a temp file in the same folder, then rename: readers never see a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,6 +103,7 @@ def write_atomic(path: Path, text: str | bytes) -> Path:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; results are for sharing
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
