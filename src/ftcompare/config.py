@@ -27,6 +27,17 @@ class ConfigError(ValueError):
     """A user-facing error: names the setting, the bad value and the fix."""
 
 
+def first_line(err: BaseException) -> str:
+    """An exception's message cut to its first line (for one-line errors), or its type when it has none."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def wants_resume(resume: bool, ckpt_path: str | None) -> bool:
+    """resume=true and ckpt_path=last both mean: continue the last run of this command."""
+    return bool(resume) or ckpt_path == "last"
+
+
 @contextlib.contextmanager
 def bad_input_exits(*errors: type[Exception]) -> Iterator[None]:
     """For the entry points: bad input is one `error: ...` line on stderr and exit code 2."""
@@ -102,7 +113,7 @@ def run_dir(root: str, stamp: str, resume: bool, ckpt_path: str | None, *, _root
     """`root/stamp`, or with resume=true (ckpt_path=last) the newest earlier folder of the same command:
     a run's (`.hydra/overrides.yaml`) or a sweep's (`multirun.yaml`), so the same command continues it."""
     fresh = f"{root}/{stamp}"
-    if not (resume or ckpt_path == "last"):
+    if not wants_resume(resume, ckpt_path):
         return fresh
     key = (root, stamp)  # a sweep's jobs resolve its folder again, with their own overrides: same answer
     if key not in _RUN_DIRS:

@@ -20,7 +20,7 @@ from torch.utils.data import BatchSampler, DataLoader, Sampler
 from transformers import AutoTokenizer, DataCollatorWithPadding
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from ftcompare.config import ConfigError
+from ftcompare.config import ConfigError, first_line
 from ftcompare.models import load_pretrained
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         except (OSError, ConnectionError) as err:
             raise ConfigError(
                 f"data.source.path={source.get('path')!r} could not be loaded ({type(err).__name__}: "
-                f"{str(err).splitlines()[0] if str(err) else ''}). Fix: with no network use data=imdb "
+                f"{first_line(err)}). Fix: with no network use data=imdb "
                 "(embedded) or data=files data.source.data_files=<local file>"
             ) from err
         except Exception as err:  # datasets wraps the reader's error (pandas, arrow, json, codecs)
@@ -106,8 +106,9 @@ class TextClassificationDataModule(L.LightningDataModule):
                 ) from err
             if not isinstance(cause, ValueError) and type(cause).__module__.split(".")[0] not in _READERS:
                 raise
-            first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-            raise ConfigError(f"data.source={source!r} could not be read ({first}). Fix: {_DATA_FIX}") from err
+            raise ConfigError(
+                f"data.source={source!r} could not be read ({first_line(cause)}). Fix: {_DATA_FIX}"
+            ) from err
         return loaded
 
     def _prepare(self, ds: Dataset, split: str) -> Dataset:

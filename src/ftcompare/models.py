@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
 
-from ftcompare.config import ConfigError
+from ftcompare.config import ConfigError, first_line
 
 # Leaf names of the attention query/value projections across encoder families.
 _QUERY_VALUE_NAMES = (("query", "value"), ("q_lin", "v_lin"), ("q_proj", "v_proj"), ("query_proj", "value_proj"))
@@ -47,7 +47,7 @@ def load_pretrained(loader: Any, name_or_path: str, trust_remote_code: bool = Fa
         if Path(name_or_path).expanduser().exists():
             raise ConfigError(
                 f"model.name_or_path={name_or_path!r} exists but is not a loadable Hugging Face model folder "
-                f"({str(err).splitlines()[0]}). Fix: point it at a folder written by save_pretrained"
+                f"({first_line(err)}). Fix: point it at a folder written by save_pretrained"
             ) from err
         raise ConfigError(
             f"model.name_or_path={name_or_path!r} is not a local folder and could not be fetched from the "

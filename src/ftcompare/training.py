@@ -124,8 +124,7 @@ def run(cfg: DictConfig) -> float:
     try:
         return train(cfg)["val"]["val/acc"]
     except (Exception, KeyboardInterrupt) as err:
-        status, code, message = _classify(err)
-        expected = isinstance(err, (config.ConfigError, TrainingDiverged, Interrupted, KeyboardInterrupt))
+        status, code, message, expected = _classify(err)
         trace = None if expected else traceback.format_exc()
         write_json(error_file, {"status": status, "error": message, "type": type(err).__name__, "traceback": trace})
         log.error("error: %s", message, exc_info=not expected)
@@ -137,31 +136,31 @@ def run(cfg: DictConfig) -> float:
         raise SystemExit(code) from None
 
 
-def _classify(err: BaseException) -> tuple[str, int, str]:
-    """(status, exit code, one-line message) of an exception that ended a run."""
+def _classify(err: BaseException) -> tuple[str, int, str, bool]:
+    """(status, exit code, one-line message, expected) of an exception that ended a run; only an
+    unexpected one (a bug, most likely) gets its traceback recorded."""
     if isinstance(err, config.ConfigError):
-        return "failed", 2, str(err)
+        return "failed", 2, str(err), True
     if isinstance(err, Interrupted):
-        return "interrupted", 130, str(err)
+        return "interrupted", 130, str(err), True
     if isinstance(err, KeyboardInterrupt):
-        return (
-            "interrupted",
-            130,
-            (
-                "interrupted outside a training step, no checkpoint saved. Fix: the same command with resume=true "
-                "continues from the last epoch's checkpoint, if the run got that far"
-            ),
-        )
+        return "interrupted", 130, _INTERRUPTED_OUTSIDE_A_STEP, True
     if isinstance(err, TrainingDiverged):
-        return "failed", 1, str(err)
+        return "failed", 1, str(err), True
     if isinstance(err, torch.OutOfMemoryError):
-        return "failed", 1, f"out of memory ({str(err).splitlines()[0]}). Fix: a lower data.batch_size"
-    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return "failed", 1, f"{type(err).__name__}: {first} (traceback in error.json and the job's log)"
+        return "failed", 1, f"out of memory ({config.first_line(err)}). Fix: a lower data.batch_size", True
+    message = f"{type(err).__name__}: {config.first_line(err)} (traceback in error.json and the job's log)"
+    return "failed", 1, message, False
+
+
+_INTERRUPTED_OUTSIDE_A_STEP = (
+    "interrupted outside a training step, no checkpoint saved. Fix: the same command with resume=true "
+    "continues from the last epoch's checkpoint, if the run got that far"
+)
 
 
 def resuming(cfg: DictConfig) -> bool:
-    return bool(cfg.get("resume")) or cfg.get("ckpt_path") == "last"
+    return config.wants_resume(cfg.get("resume"), cfg.get("ckpt_path"))
 
 
 def resume_from(cfg: DictConfig, trainer: L.Trainer) -> str | None:
