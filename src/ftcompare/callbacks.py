@@ -66,13 +66,12 @@ class CostMonitor(L.Callback):
     """Logs wall time, step time, throughput, peak memory and parameter counts per epoch and per run.
 
     Step time covers forward, backward and optimizer step (data loading excluded); throughput is
-    training samples (and non-padding tokens) over that time. `summary` holds the run's figures.
+    training samples (and non-padding tokens) over that time. `run_summary` gives the run's figures.
     The totals travel in checkpoints, so a resumed run reports the cost of all its training, not
     only of the last attempt (time lost to the interruption itself is not counted).
     """
 
     def __init__(self) -> None:
-        self.summary: dict[str, float] = {}
         self.restored: dict[str, Any] | None = None
 
     def _sync(self) -> None:
@@ -153,21 +152,38 @@ class CostMonitor(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.epoch_times.append(time.perf_counter() - self.epoch_start)
+        for key in ("samples", "tokens"):  # under DDP: what all processes trained in this epoch's steps
+            total = trainer.strategy.reduce(torch.tensor(self.epoch[key], device=pl_module.device), reduce_op="sum")
+            self.epoch[key] = float(total)
         for key, value in self.epoch.items():
             self.totals[key] += value
         figures = {"perf/epoch_time_s": self.epoch_times[-1], **self._figures(**self.epoch), **self._params(pl_module)}
         pl_module.log_dict(figures, on_step=False, on_epoch=True)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.summary = {
+        summary = {
             "perf/fit_time_s": self.earlier["fit_time"] + time.perf_counter() - self.fit_start,
             "perf/mean_epoch_time_s": sum(self.epoch_times) / max(len(self.epoch_times), 1),
             **self._figures(**self.totals),
             **self._params(pl_module),
         }
-        run_level = {f"run/{k.split('/', 1)[1]}": v for k, v in self.summary.items()}
+        run_level = {f"run/{k.split('/', 1)[1]}": v for k, v in summary.items()}
         for logger in trainer.loggers:
             logger.log_metrics(run_level, step=trainer.global_step)
+        # callback metrics are what ddp_spawn carries back to the main process, where the record is written
+        carried = {**summary, "perf/epochs_trained": len(self.epoch_times)}
+        trainer.callback_metrics.update(
+            {_SUMMARY + k: torch.tensor(float(v), dtype=torch.float64) for k, v in carried.items()}
+        )
+
+    @staticmethod
+    def run_summary(trainer: L.Trainer) -> dict[str, float]:
+        """The figures of the fit that just ended; read them before validate/test reset the trainer's metrics."""
+        metrics = trainer.callback_metrics.items()
+        return {key.removeprefix(_SUMMARY): float(value) for key, value in metrics if key.startswith(_SUMMARY)}
+
+
+_SUMMARY = "cost_monitor:"
 
 
 class GracefulInterrupt(L.Callback):

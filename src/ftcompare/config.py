@@ -229,6 +229,7 @@ def validate(cfg: DictConfig) -> None:
             f"Fix: one of {', '.join(PRECISIONS)}, or drop the override (auto: bf16-mixed where supported)"
         )
     _validate_strategy(cfg, epochs)
+    _validate_launch(cfg)
     for group in ("strategy", "data", "optimizer", "scheduler", "trainer", "callbacks", "logger"):
         check_keys(cfg.get(group), group)
     name = OmegaConf.select(cfg, "model.name_or_path")
@@ -242,6 +243,23 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"ckpt_path={cfg.ckpt_path!r} is not a checkpoint file. Fix: a .ckpt written by an earlier run, "
             "or resume=true to continue the last run of the same command"
+        )
+
+
+def _validate_launch(cfg: DictConfig) -> None:
+    """Lightning's `ddp` starts its other processes by running the command line again; in a sweep that
+    line starts a sweep. SLURM (srun) and ddp_spawn start the processes themselves."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    strategy = str(OmegaConf.select(cfg, "trainer.strategy", default="auto"))
+    in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if strategy.startswith("ddp") and "spawn" not in strategy and in_sweep and not SLURMEnvironment.detect():
+        raise ConfigError(
+            f"trainer.strategy={strategy} re-runs the command line for each device, which in a sweep (-m) starts "
+            "new sweeps. Fix: trainer.strategy=ddp_spawn in a sweep, hydra/launcher=slurm on a cluster, or one run "
+            "without -m"
         )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -234,7 +235,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         hp = self.hparams
         assert self.splits is not None, "call setup() first"
         lengths = [len(ids) for ids in self.splits["train"]["input_ids"]] if hp.group_by_length else None
-        order = EpochOrder(len(self.splits["train"]), hp.seed, lengths, hp.batch_size)
+        order = EpochOrder(len(self.splits["train"]), hp.seed, lengths, hp.batch_size, *self._replicas())
         self.train_batches = ResumableBatches(order, hp.batch_size)
         if self.resume_at is not None:
             self.train_batches.resume(*self.resume_at)
@@ -258,8 +259,19 @@ class TextClassificationDataModule(L.LightningDataModule):
             if self.train_batches is not None:
                 self.train_batches.resume(*self.resume_at)
 
+    def _replicas(self) -> tuple[int, int]:
+        """(processes, this one's rank): under DDP each process trains and evaluates its own share."""
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
     def _eval_loader(self, split: str) -> DataLoader:
-        return self._loader(split, batch_size=self.hparams.eval_batch_size or 2 * self.hparams.batch_size)
+        assert self.splits is not None, "call setup() first"
+        processes, rank = self._replicas()
+        return self._loader(
+            split,
+            batch_size=self.hparams.eval_batch_size or 2 * self.hparams.batch_size,
+            sampler=range(rank, len(self.splits[split]), processes),  # disjoint shares: metrics sync exactly
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("validation")
@@ -279,10 +291,21 @@ def split_fingerprint(split: Dataset) -> str:
 class EpochOrder(Sampler[int]):
     """The order of the training examples, set by (seed, epoch) alone: a resumed run sees the order an
     uninterrupted one would. Lightning calls `set_epoch`. With `lengths`, examples of similar length
-    are kept together (transformers' `LengthGroupedSampler`: less padding per batch)."""
+    are kept together (transformers' `LengthGroupedSampler`: less padding per batch). Under DDP each of
+    `processes` takes every processes-th example of the one order, padded (like `DistributedSampler`)
+    so all get the same number of batches."""
 
-    def __init__(self, size: int, seed: int, lengths: list[int] | None = None, batch_size: int = 1) -> None:
+    def __init__(
+        self,
+        size: int,
+        seed: int,
+        lengths: list[int] | None = None,
+        batch_size: int = 1,
+        processes: int = 1,
+        rank: int = 0,
+    ) -> None:
         self.size, self.seed, self.lengths, self.batch_size = size, seed, lengths, batch_size
+        self.processes, self.rank = processes, rank
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -293,12 +316,15 @@ class EpochOrder(Sampler[int]):
         return torch.Generator().manual_seed(int(seeds[-1]))
 
     def __len__(self) -> int:
-        return self.size
+        return math.ceil(self.size / self.processes)
 
     def __iter__(self) -> Iterator[int]:
         if self.lengths is None:
-            return iter(torch.randperm(self.size, generator=self.generator()).tolist())
-        return iter(LengthGroupedSampler(self.batch_size, lengths=self.lengths, generator=self.generator()))
+            order = torch.randperm(self.size, generator=self.generator()).tolist()
+        else:
+            order = list(LengthGroupedSampler(self.batch_size, lengths=self.lengths, generator=self.generator()))
+        order += order[: len(self) * self.processes - self.size]
+        return iter(order[self.rank :: self.processes])
 
 
 class ResumableBatches(BatchSampler):

@@ -14,10 +14,9 @@ from omegaconf import DictConfig
 from transformers import AutoTokenizer
 
 from ftcompare.config import ConfigError
-from ftcompare.evaluation import run_config
+from ftcompare.evaluation import load_trained, run_config
 from ftcompare.models import load_pretrained
 from ftcompare.reporting import write_atomic
-from ftcompare.training import build_module
 
 
 def read_texts(cfg: DictConfig, text_column: str) -> list[str]:
@@ -41,12 +40,8 @@ def read_texts(cfg: DictConfig, text_column: str) -> list[str]:
 def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     """Rebuild the run's strategy, load the checkpoint's weights, label the texts; print and write predictions.jsonl."""
     ckpt_path = Path(cfg.ckpt_path).expanduser()
-    run = run_config(ckpt_path)
-    texts = read_texts(cfg, run.data.text_column)
-    module = build_module(run)
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)["state_dict"]
-    module.load_state_dict(state)
-    module.eval()
+    texts = read_texts(cfg, run_config(ckpt_path).data.text_column)
+    run, module = load_trained(ckpt_path)
     tokenizer = load_pretrained(AutoTokenizer, run.data.tokenizer, run.model.get("trust_remote_code", False))
     bf16 = str(run.trainer.precision).startswith("bf16")
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -45,6 +45,8 @@ MEASURED = {
     "trainable_pct": ("cost", "params/trainable_pct"),
     "checkpoint_mb": ("cost", "checkpoint_size_mb"),
 }
+# results.csv columns from metrics.json's `process`: where and when a job ran (see _sharing_caveats).
+PROCESS = ("host", "pid", "jobs_before", "torch_threads", "started", "ended")
 # What makes two runs comparable; the configuration adds the knobs a sweep varies, all but the seed.
 SETTING = ["model", "data", "split", "max_length"]
 CONFIG = ["strategy", "lr", "batch_size", "max_epochs", "variant"]
@@ -55,6 +57,8 @@ OWN_COLUMNS = {
     *("model", "model.name_or_path", "data", "data.max_length", "data.split_seed"),
     *("data.train_size", "data.val_size", "data.test_size"),
 }
+# Config choices that shape a whole sweep rather than one run: not part of a run's configuration.
+SWEEP_CHOICES = ("experiment=", "hparams_search=")
 # Summary table: label, results.csv column, format.
 DISPLAYED = [
     ("test acc", "test_acc", "{:.4f}"),
@@ -171,7 +175,7 @@ def collect_runs(sweep_dir: Path) -> pd.DataFrame:
         cfg = OmegaConf.load(config_file)
         hydra_cfg = OmegaConf.load(job_dir / ".hydra" / "hydra.yaml").hydra
         choices = hydra_cfg.runtime.choices
-        overrides = command_overrides([o for o in hydra_cfg.overrides.task if not o.startswith("experiment=")])
+        overrides = command_overrides([o for o in hydra_cfg.overrides.task if not o.startswith(SWEEP_CHOICES)])
         row: dict[str, Any] = {
             "job": _select(hydra_cfg, "job.num"),
             "status": "ok",
@@ -188,6 +192,7 @@ def collect_runs(sweep_dir: Path) -> pd.DataFrame:
             "epochs_run": None,
             **dict.fromkeys(MEASURED),
             "device": None,
+            **dict.fromkeys(PROCESS),
             "overrides": " ".join(overrides),  # as typed on the command line
             "error": "",
             "dir": str(job_dir.relative_to(sweep_dir)),
@@ -198,6 +203,7 @@ def collect_runs(sweep_dir: Path) -> pd.DataFrame:
             hparams = record["hparams"]
             row.update(lr=hparams["lr"], precision=hparams["precision"])
             row.update(epochs_run=record["epochs_run"], device=record["device"])
+            row.update({key: record.get("process", {}).get(key) for key in PROCESS})
             for column, (section, key) in MEASURED.items():
                 row[column] = record[section].get(key)
         else:
@@ -212,9 +218,13 @@ def collect_runs(sweep_dir: Path) -> pd.DataFrame:
     return runs.sort_values("job", kind="stable", ignore_index=True)
 
 
+def _parse(overrides: str) -> dict[str, str]:
+    return dict(o.split("=", 1) for o in overrides.split() if "=" in o)
+
+
 def _variants(overrides: pd.Series) -> list[str]:
     """Per run, the overrides that vary across the sweep and have no column of their own."""
-    parsed = [dict(o.split("=", 1) for o in text.split() if "=" in o) for text in overrides]
+    parsed = [_parse(text) for text in overrides]
     common = set.intersection(*(set(p.items()) for p in parsed)) if parsed else set()
     return [",".join(f"{k}={v}" for k, v in p.items() if k not in OWN_COLUMNS and (k, v) not in common) for p in parsed]
 
@@ -329,18 +339,32 @@ def reading(best: pd.DataFrame) -> list[str]:
     return sentences
 
 
-def _memory_caveat(runs: pd.DataFrame) -> list[str]:
-    """On CPU the sweep's jobs share one process, whose resident peak carries what earlier jobs left behind."""
-    ok = runs[(runs["status"] == "ok") & (runs["device"] == "cpu")].dropna(subset=["peak_memory_mb"])
-    if len(ok) < 2:
-        return []
-    first, last = ok.iloc[0], ok.iloc[-1]
-    return [
-        f"CPU peak memory is the resident peak of the one process all jobs ran in, so it also holds what earlier"
-        f" jobs left behind: {first['peak_memory_mb']:,.0f} MiB in job {first['job']} ({first['strategy']}),"
-        f" {last['peak_memory_mb']:,.0f} MiB in job {last['job']} ({last['strategy']}). Compare memory between"
-        " runs with care."
-    ]
+def _sharing_caveats(runs: pd.DataFrame) -> list[str]:
+    """What the launcher did to the cost figures: jobs that ran in a process used by earlier jobs (its CPU
+    resident peak carries what they left behind), and jobs that ran at the same time on one machine."""
+    ok = runs[runs["status"] == "ok"].dropna(subset=["pid"])
+    lines = []
+    reused = ok[(ok["device"] == "cpu") & (ok["jobs_before"] > 0)]
+    if not reused.empty:
+        lines.append(
+            f"Jobs {_jobs(reused)} ran in a process that had run earlier jobs, so their CPU peak memory also holds"
+            " what those left behind; training memory (the peak above the level at fit start) is each job's own."
+        )
+    for host, group in ok.groupby("host"):
+        starts, ends = group["started"].to_numpy(), group["ended"].to_numpy()
+        overlaps = (starts[:, None] < ends[None, :]) & (starts[None, :] < ends[:, None])
+        together = group[overlaps.sum(axis=1) > 1]  # each job overlaps itself
+        if not together.empty:
+            threads = ", ".join(str(int(t)) for t in sorted(together["torch_threads"].unique()))
+            lines.append(
+                f"Jobs {_jobs(together)} ran at the same time on {host} (torch threads per job: {threads}), sharing"
+                " its cores: compare their times with each other, not with jobs that ran alone."
+            )
+    return lines
+
+
+def _jobs(runs: pd.DataFrame) -> str:
+    return ", ".join(str(j) for j in sorted(runs["job"]))
 
 
 def _test_size(split: str) -> int | None:
@@ -400,12 +424,14 @@ class Report:
     stats: pd.DataFrame = field(init=False)
     best: pd.DataFrame = field(init=False)
     sentences: list[str] = field(init=False)
+    search: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
         self.stats = summarise(self.runs)
         self.best = best_per_strategy(self.stats)
         self.sentences = reading(self.best) if not self.best.empty else []
-        self.sentences += _memory_caveat(self.runs)
+        self.sentences += _sharing_caveats(self.runs)
+        self.search = search_result(self.sweep_dir, self.runs)
 
     def header(self) -> list[str]:
         counts = self.runs["status"].value_counts()
@@ -443,6 +469,8 @@ class Report:
                 ),
                 ("Reading", self.sentences),
             ]
+        if self.search:
+            parts.append(("Hyper-parameter search", self.search))
         if self.failed_lines():
             parts.append(("Runs without a result", self.failed_lines()))
         return parts
@@ -508,7 +536,7 @@ class Report:
         if not self.stats.empty:
             lines += ["", _markdown(display_table(self.stats)), ""]
             lines += self.sentences
-        lines += self.failed_lines()
+        lines += [*self.search, *self.failed_lines()]
         return "\n".join(lines)
 
 
@@ -525,10 +553,41 @@ def _sweep_command(sweep_dir: Path) -> str | None:
     return " ".join(["python train.py -m", *task])
 
 
+def search_result(sweep_dir: Path, runs: pd.DataFrame) -> list[str]:
+    """What an Optuna search (hparams_search=...) found, from the sweeper's optimization_results.yaml,
+    with the command that trains its best trial again."""
+    results_file = sweep_dir / "optimization_results.yaml"
+    if not results_file.is_file():
+        return []
+    results = OmegaConf.to_container(OmegaConf.load(results_file))
+    if "best_params" not in results:  # a multi-objective study: its Pareto front is in the file
+        return [f"Optuna's Pareto-optimal trials are in `{results_file.name}`."]
+    wanted = {k: str(v) for k, v in results["best_params"].items()}
+    finished = int((runs["status"] == "ok").sum())
+    lines = [
+        f"Optuna study: {finished} of {len(runs)} trials finished; best val acc {results['best_value']:.4f} with "
+        + ", ".join(f"{k}={v}" for k, v in wanted.items())
+        + "."
+    ]
+    best = [run for run in runs.itertuples() if wanted.items() <= _parse(run.overrides).items()]
+    if best:
+        run = best[0]
+        hydra_cfg = OmegaConf.load(sweep_dir / run.dir / ".hydra" / "hydra.yaml").hydra
+        task = [o for o in command_overrides(list(hydra_cfg.overrides.task)) if not o.startswith("hparams_search=")]
+        if not any(o.startswith("strategy=") for o in task):  # chosen by the search config
+            task.insert(0, f"strategy={hydra_cfg.runtime.choices.strategy}")
+        lines += [
+            f"Best trial: job {run.job} (`{run.dir}`), lr {run.lr:.3g}, test acc {run.test_acc:.4f}.",
+            f"Train it again: `python train.py {' '.join(task)}`",
+        ]
+    return lines
+
+
 def read_val_curves(sweep_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
     """Validation accuracy per epoch of every ok run, from its TensorBoard event files."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # one INFO line per event file otherwise
     frames = []
     for _, run in runs[runs["status"] == "ok"].iterrows():
         for events_dir in {p.parent for p in (sweep_dir / run["dir"]).rglob("events.out.tfevents.*")}:

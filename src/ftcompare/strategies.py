@@ -7,6 +7,7 @@ query/value projections plus the head, `gradual` unfreezes encoder layers top-do
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
@@ -37,6 +38,9 @@ class FineTuningStrategy(L.LightningModule):
     """Shared forward, loss, metrics, optimizer/schedule and parameter counts."""
 
     name: ClassVar[str]
+    # Parameters frozen for the whole run stay out of checkpoints (a LoRA checkpoint is adapter + head); a
+    # checkpoint is then loaded onto the base model named in the run's config, checked by a digest.
+    saves_trainable_only: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -60,6 +64,8 @@ class FineTuningStrategy(L.LightningModule):
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # in checkpoints: a resumed run knows its best epoch so far
         self.rng_to_restore: dict[str, Any] | None = None
+        self._frozen_digest: tuple[tuple[str, ...], str] | None = None
+        self._pretrained: set[int] = set()  # ids of the parameters holding loaded (not newly initialised) weights
 
     # -- model -------------------------------------------------------------------------------------
     def load_classifier(self) -> PreTrainedModel:
@@ -68,14 +74,21 @@ class FineTuningStrategy(L.LightningModule):
         `from_pretrained` returns eval mode and Lightning keeps a module's mode, so without this
         dropout would silently be off during training.
         """
-        model = load_model(
+        model = self.load_pretrained(
             AutoModelForSequenceClassification,
-            **self.model_cfg,
             num_labels=len(self.label_names),
             id2label=dict(enumerate(self.label_names)),
             label2id={name: i for i, name in enumerate(self.label_names)},
         )
         return model.train()
+
+    def load_pretrained(self, loader: Any, **kwargs: Any) -> PreTrainedModel:
+        """The configured model, remembering which parameters hold its loaded weights: only those can be
+        left out of checkpoints (a new head, or a pooler the weights lack, is random and must be saved)."""
+        model, info = load_model(loader, **self.model_cfg, **kwargs, output_loading_info=True)
+        missing = set(info["missing_keys"])
+        self._pretrained |= {id(p) for name, p in model.named_parameters() if name not in missing}
+        return model
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model(**_inputs(batch)).logits
@@ -132,7 +145,8 @@ class FineTuningStrategy(L.LightningModule):
                 "gradient clipping on (trainer.gradient_clip_val=1.0, the default) or trainer.precision=32-true"
             )
         self.train_acc(self._scores(logits), batch["labels"])
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(logits))
+        # sync_dist: under DDP the mean over all processes' batches (a no-op on one device)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(logits), sync_dist=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(logits))
         return loss
 
@@ -140,7 +154,7 @@ class FineTuningStrategy(L.LightningModule):
         logits = self(batch)
         loss = F.cross_entropy(logits.float(), batch["labels"])
         metrics.update(self._scores(logits), batch["labels"])
-        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=stage == "val", batch_size=len(logits))
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=stage == "val", batch_size=len(logits), sync_dist=True)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, self.val_metrics, "val")
@@ -148,26 +162,60 @@ class FineTuningStrategy(L.LightningModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, self.test_metrics, "test")
 
+    # torchmetrics' compute() already gathers all DDP processes' states; sync_dist=True only tells Lightning so
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()
         self.val_metrics.reset()
-        self.log_dict(values, prog_bar=False)
+        self.log_dict(values, prog_bar=False, sync_dist=True)
         if not self.trainer.sanity_checking:
             self.val_acc_best(values["val/acc"])
-        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute())
+        self.log_dict(self.test_metrics.compute(), sync_dist=True)
         self.test_metrics.reset()
 
-    # -- resuming: the random state dropout draws from travels in checkpoints -------------------------------
+    # -- checkpoints: trained parameters only where the rest stays pretrained; the random state -------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}  # resumed dropout draws as uninterrupted
         if torch.cuda.is_available():
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+        if self.saves_trainable_only:
+            params = self.named_parameters()
+            frozen = {name: p for name, p in params if not p.requires_grad and id(p) in self._pretrained}
+            for name in frozen:
+                checkpoint["state_dict"].pop(name, None)
+            checkpoint["pretrained"] = {
+                "model": self.model_cfg["name_or_path"],
+                "names": sorted(frozen),
+                "digest": self._digest(frozen),
+            }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.rng_to_restore = checkpoint.get("rng_states")
+        kept = checkpoint.get("pretrained")
+        if kept is None:
+            return
+        params = dict(self.named_parameters())
+        current = {name: params[name] for name in kept["names"] if name in params}
+        if len(current) != len(kept["names"]) or self._digest(current) != kept["digest"]:
+            raise ConfigError(
+                f"the checkpoint holds only trained parameters, to be put on the pretrained {kept['model']!r}, but "
+                f"model.name_or_path={self.model_cfg['name_or_path']!r} loaded other weights. Fix: the model the run "
+                "trained (its .hydra/config.yaml)"
+            )
+        checkpoint["state_dict"].update({name: p.detach() for name, p in current.items()})  # loads strictly
+
+    def _digest(self, params: dict[str, torch.Tensor]) -> str:
+        """SHA-256 over the parameters' names and bytes; cached, as frozen parameters do not change."""
+        names = tuple(sorted(params))
+        if self._frozen_digest is None or self._frozen_digest[0] != names:
+            digest = hashlib.sha256()
+            for name in names:
+                digest.update(name.encode())
+                digest.update(params[name].detach().cpu().contiguous().flatten().view(torch.uint8).numpy())
+            self._frozen_digest = (names, digest.hexdigest())
+        return self._frozen_digest[1]
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Restored at the first step, after whatever a resumed run drew before it (sanity check, loaders)."""
@@ -204,6 +252,7 @@ class FrozenBackbone(FineTuningStrategy):
     """
 
     name = "frozen"
+    saves_trainable_only = True
 
     def __init__(
         self,
@@ -215,7 +264,7 @@ class FrozenBackbone(FineTuningStrategy):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        backbone = load_model(AutoModel, **self.model_cfg).requires_grad_(False).eval()
+        backbone = self.load_pretrained(AutoModel).requires_grad_(False).eval()
         self.model = PooledClassifier(backbone, len(self.label_names), pooling, tuple(head_hidden_dims), head_dropout)
         self.cache_features, self.cache_dir = cache_features, cache_dir
         self.cache: FeatureCache | None = None
@@ -253,6 +302,7 @@ class LoRA(FineTuningStrategy):
     """
 
     name = "lora"
+    saves_trainable_only = True
 
     def __init__(
         self,
@@ -303,6 +353,7 @@ class IA3(FineTuningStrategy):
     down projection (module names found per architecture, e.g. DistilBERT's k_lin/v_lin/ffn.lin2); the head trains."""
 
     name = "ia3"
+    saves_trainable_only = True
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -327,6 +378,7 @@ class BitFit(FineTuningStrategy):
     """BitFit: only the bias terms (attention, feed-forward, LayerNorm) and the classification head train."""
 
     name = "bitfit"
+    saves_trainable_only = True
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.metadata
+import itertools
 import json
 import logging
 import os
 import platform
 import subprocess
 import sys
+import time
 import traceback
 import warnings
 from pathlib import Path
@@ -20,6 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from ftcompare import config
@@ -84,6 +87,22 @@ def log_hparams_with_results(trainer: L.Trainer, record: dict[str, Any]) -> None
         logger.log_hyperparams(params, metrics=metrics)
 
 
+_JOBS_IN_THIS_PROCESS = itertools.count()  # launchers may run several jobs in one process (basic, joblib)
+
+
+def process_info(started: float, jobs_before: int) -> dict[str, Any]:
+    """Where and when the job ran, so the report can say which jobs shared a process (CPU peak memory
+    then holds what earlier jobs left) or ran at the same time on one machine (sharing its cores)."""
+    return {
+        "host": platform.node(),
+        "pid": os.getpid(),
+        "jobs_before": jobs_before,
+        "torch_threads": torch.get_num_threads(),
+        "started": started,
+        "ended": time.time(),
+    }
+
+
 PACKAGES = ("torch", "lightning", "transformers", "datasets", "peft", "torchmetrics", "hydra-core", "omegaconf")
 
 
@@ -126,7 +145,8 @@ def run(cfg: DictConfig) -> float:
     except (Exception, KeyboardInterrupt) as err:
         status, code, message, expected = _classify(err)
         trace = None if expected else traceback.format_exc()
-        write_json(error_file, {"status": status, "error": message, "type": type(err).__name__, "traceback": trace})
+        if rank_zero_only.rank == 0:  # DDP: every process fails alike; one writes
+            write_json(error_file, {"status": status, "error": message, "type": type(err).__name__, "traceback": trace})
         log.error("error: %s", message, exc_info=not expected)
         print(f"error: {message}", file=sys.stderr)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -183,6 +203,7 @@ def resume_from(cfg: DictConfig, trainer: L.Trainer) -> str | None:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit one strategy, evaluate its best checkpoint on val and test, write `metrics.json`."""
+    started, jobs_before = time.time(), next(_JOBS_IN_THIS_PROCESS)
     config.validate(cfg)
     check_backbone(OmegaConf.to_container(cfg.model, resolve=True), cfg.data.max_length)
     output_dir = Path(cfg.paths.output_dir)
@@ -199,12 +220,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     with warnings.catch_warnings():  # the datamodule carries the loader's position (see its state_dict)
         warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
         trainer.fit(module, datamodule=datamodule, ckpt_path=resumed_from, weights_only=True)
+    cost = CostMonitor.run_summary(trainer)
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
     val = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)[0]
     test = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)[0]
 
-    cost = next((c.summary for c in trainer.callbacks if isinstance(c, CostMonitor)), {})
     record = {
         "strategy": module.name,
         "model": cfg.model.name_or_path,
@@ -218,8 +239,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         },
         "seed": cfg.seed,
         "data": {k: cfg.data[k] for k in ("train_size", "val_size", "test_size", "split_seed")},
-        "epochs_run": trainer.current_epoch,
-        "device": str(module.device),
+        "epochs_run": int(cost.pop("perf/epochs_trained", trainer.current_epoch)),
+        "device": str(trainer.strategy.root_device),
+        "devices": trainer.world_size,  # DDP processes; batch_size is per process
         "val": {k: float(v) for k, v in val.items()},
         "test": {k: float(v) for k, v in test.items()},
         "cost": {**cost, "checkpoint_size_mb": Path(best).stat().st_size / 2**20 if best else None},
@@ -227,7 +249,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "resumed_from": resumed_from,
         "dropped_empty_texts": datamodule.dropped,
         "provenance": provenance(datamodule),
+        "process": process_info(started, jobs_before),
     }
+    if not trainer.is_global_zero:  # DDP: every process ran this; one writes
+        return record
     write_json(output_dir / "metrics.json", record)
     if (last := last_checkpoint(trainer)) is not None:
         last.unlink(missing_ok=True)  # only needed to resume; the run is done

@@ -1,0 +1,59 @@
+"""Export a checkpoint as a Hugging Face folder (`python export.py ckpt_path=...`) that loads without this
+package: `AutoModelForSequenceClassification.from_pretrained(folder)`, or for a PEFT adapter kept apart
+(merge=false) `peft.AutoPeftModelForSequenceClassification.from_pretrained(folder)`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+from peft import PeftModel
+from transformers import AutoTokenizer
+
+from ftcompare.config import ConfigError
+from ftcompare.evaluation import load_trained
+from ftcompare.models import load_pretrained
+from ftcompare.reporting import write_json
+
+log = logging.getLogger(__name__)
+
+
+def export(cfg: DictConfig) -> dict[str, Any]:
+    """Write the model (merged, or base name + adapter), its tokenizer and export.json into `cfg.output_dir`."""
+    ckpt_path = Path(cfg.ckpt_path).expanduser()
+    run, module = load_trained(ckpt_path)
+    model = module.model
+    if not hasattr(model, "save_pretrained"):
+        raise ConfigError(
+            f"strategy {module.name!r} trains its own head over the pooled backbone, which plain transformers cannot "
+            "load. Fix: use predict.py/eval.py with this checkpoint, or export a run of another strategy"
+        )
+    out = Path(cfg.output_dir)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"output_dir={str(out)!r} is not empty. Fix: another output_dir")
+    as_adapter = isinstance(model, PeftModel) and not cfg.merge
+    if isinstance(model, PeftModel) and cfg.merge:
+        model = model.merge_and_unload()  # plain transformers weights, the adapter folded in
+    model.save_pretrained(out)
+    tokenizer = load_pretrained(AutoTokenizer, run.data.tokenizer, run.model.get("trust_remote_code", False))
+    tokenizer.save_pretrained(out)
+    record = {
+        "checkpoint": str(ckpt_path),
+        "strategy": module.name,
+        "base_model": run.model.name_or_path,
+        "format": "peft adapter" if as_adapter else "transformers",
+        "load_with": (
+            "peft.AutoPeftModelForSequenceClassification.from_pretrained"
+            if as_adapter
+            else "transformers.AutoModelForSequenceClassification.from_pretrained"
+        ),
+        "max_length": run.data.max_length,
+        "label_names": list(module.label_names),
+    }
+    write_json(out / "export.json", record)
+    log.info(
+        "exported %s (%s) to %s; load it with %s(%r)", module.name, record["format"], out, record["load_with"], str(out)
+    )
+    return record

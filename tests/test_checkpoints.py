@@ -1,0 +1,92 @@
+"""Checkpoints and export: a LoRA checkpoint holds adapter + head only and goes back onto the base model the
+run names (a different base is refused); `export.py` writes folders that plain transformers / peft load and
+that give the trained model's outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY_CONFIGS, tiny_overrides
+from peft import AutoPeftModelForSequenceClassification
+from test_eval import run_script
+from test_train import run_train
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+from ftcompare.config import ConfigError
+from ftcompare.evaluation import load_trained
+from ftcompare.training import build_module
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_models, reviews_csv) -> dict[str, dict]:
+    """metrics.json of a tiny LoRA run and a tiny full fine-tuning run."""
+    root = tmp_path_factory.mktemp("runs")
+    records = {}
+    for strategy in ("lora", "full"):
+        overrides = tiny_overrides(tiny_models["bert"], reviews_csv)
+        result = run_train(f"strategy={strategy}", *overrides, f"hydra.run.dir={root / strategy}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        records[strategy] = json.loads((root / strategy / "metrics.json").read_text())
+    return records
+
+
+def test_lora_checkpoint_holds_only_what_trained(trained):
+    lora = torch.load(trained["lora"]["checkpoint"], weights_only=True)
+    full = torch.load(trained["full"]["checkpoint"], weights_only=True)
+    saved = set(lora["state_dict"])
+    assert any("lora_A" in k for k in saved) and any("modules_to_save" in k for k in saved)
+    assert not any(k.endswith("query.base_layer.weight") or "word_embeddings" in k for k in saved)
+    assert set(lora["pretrained"]["names"]).isdisjoint(saved) and len(lora["pretrained"]["names"]) > 20
+    assert "pretrained" not in full and any("word_embeddings" in k for k in full["state_dict"])
+    assert trained["lora"]["cost"]["checkpoint_size_mb"] < trained["full"]["cost"]["checkpoint_size_mb"] / 10
+
+
+def test_lora_checkpoint_is_refused_on_another_base_model(trained, tmp_path):
+    ckpt = Path(trained["lora"]["checkpoint"])
+    run, module = load_trained(ckpt)  # the base named in the run's config: loads strictly
+    other = tmp_path / "other_bert"
+    torch.manual_seed(1)
+    model = AutoModel.from_config(TINY_CONFIGS["bert"]())
+    model.config.vocab_size = module.model.config.vocab_size
+    model.resize_token_embeddings(module.model.config.vocab_size)
+    model.save_pretrained(other)
+    AutoTokenizer.from_pretrained(run.model.name_or_path).save_pretrained(other)
+    run.model.name_or_path = str(other)
+    impostor = build_module(run)
+    with pytest.raises(ConfigError, match="loaded other weights"):
+        impostor.on_load_checkpoint(torch.load(ckpt, weights_only=True))
+
+
+@pytest.mark.parametrize(("strategy", "merge"), [("lora", "true"), ("lora", "false"), ("full", "true")])
+def test_export_loads_with_plain_transformers_or_peft(trained, tmp_path, strategy, merge):
+    ckpt = trained[strategy]["checkpoint"]
+    result = run_script("export.py", f"ckpt_path={ckpt}", f"merge={merge}", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = tmp_path / "model"
+    as_adapter = strategy == "lora" and merge == "false"
+    assert (folder / "adapter_config.json").is_file() == as_adapter
+    loader = AutoPeftModelForSequenceClassification if as_adapter else AutoModelForSequenceClassification
+    exported = loader.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    _, module = load_trained(Path(ckpt))
+    inputs = tokenizer(["A moving film.", "Dull and far too long."], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected, got = module(dict(inputs)), exported(**inputs).logits
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert json.loads((folder / "export.json").read_text())["strategy"] == strategy
+
+
+def test_export_refuses_the_frozen_strategy_s_own_head(tmp_path, tiny_models, reviews_csv):
+    run_dir = tmp_path / "run"
+    trained = run_train(
+        "strategy=frozen", *tiny_overrides(tiny_models["bert"], reviews_csv), f"hydra.run.dir={run_dir}"
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    ckpt = json.loads((run_dir / "metrics.json").read_text())["checkpoint"]
+    result = run_script("export.py", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'x'}")
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and last.startswith("error: strategy 'frozen'") and "Fix:" in last
+    assert not (tmp_path / "x" / "model").exists()
