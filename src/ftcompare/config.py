@@ -19,6 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, get_args
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.fabric.plugins.precision.precision import _PRECISION_INPUT
 from omegaconf import DictConfig, OmegaConf
 
@@ -249,10 +252,6 @@ def validate(cfg: DictConfig) -> None:
 def _validate_launch(cfg: DictConfig) -> None:
     """Lightning's `ddp` starts its other processes by running the command line again; in a sweep that
     line starts a sweep. SLURM (srun) and ddp_spawn start the processes themselves."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-    from lightning.fabric.plugins.environments import SLURMEnvironment
-
     strategy = str(OmegaConf.select(cfg, "trainer.strategy", default="auto"))
     in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     if strategy.startswith("ddp") and "spawn" not in strategy and in_sweep and not SLURMEnvironment.detect():

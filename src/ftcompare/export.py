@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 
 def export(cfg: DictConfig) -> dict[str, Any]:
     """Write the model (merged, or base name + adapter), its tokenizer and export.json into `cfg.output_dir`."""
-    ckpt_path = Path(cfg.ckpt_path).expanduser()
+    ckpt_path, out = Path(cfg.ckpt_path).expanduser(), Path(cfg.output_dir)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"output_dir={str(out)!r} is not empty. Fix: another output_dir")
     run, module = load_trained(ckpt_path)
     model = module.model
     if not hasattr(model, "save_pretrained"):
@@ -30,9 +32,6 @@ def export(cfg: DictConfig) -> dict[str, Any]:
             f"strategy {module.name!r} trains its own head over the pooled backbone, which plain transformers cannot "
             "load. Fix: use predict.py/eval.py with this checkpoint, or export a run of another strategy"
         )
-    out = Path(cfg.output_dir)
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"output_dir={str(out)!r} is not empty. Fix: another output_dir")
     as_adapter = isinstance(model, PeftModel) and not cfg.merge
     if isinstance(model, PeftModel) and cfg.merge:
         model = model.merge_and_unload()  # plain transformers weights, the adapter folded in
