@@ -73,7 +73,8 @@ def test_joblib_jobs_run_in_parallel_processes_with_per_job_figures(tmp_path, ti
     summary = (sweep / "summary.md").read_text()
     reused = runs[runs["jobs_before"] > 0]["job"].tolist()
     if reused:
-        assert f"Jobs {', '.join(map(str, sorted(reused)))} ran in a process that had run earlier jobs" in summary
+        noun = "Job" if len(reused) == 1 else "Jobs"
+        assert f"{noun} {', '.join(map(str, sorted(reused)))} ran in a process that had run earlier jobs" in summary
     assert "ran at the same time on" in summary
 
 

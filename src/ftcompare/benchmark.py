@@ -10,7 +10,6 @@ against the bf16 and fp32 matmul rates measured in the same process.
 
 from __future__ import annotations
 
-import gc
 import json
 import math
 import multiprocessing
@@ -145,7 +144,6 @@ class _TrainerTicks(TrainerCallback):
 
 def memory_from_here(device: torch.device) -> PeakMemory:
     """A peak-memory probe whose `above_start_mb` is what the code after this call added."""
-    gc.collect()
     memory = PeakMemory(device)
     memory.reset()
     return memory

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import signal
 import sys
 import threading
@@ -17,6 +20,16 @@ from torch import nn
 from torch.optim import Optimizer
 
 from ftcompare.models import anatomy
+
+
+def _release_free_heap() -> None:
+    """Hand memory that earlier runs in this process freed back to the OS (glibc keeps it otherwise), so a
+    later run's allocations raise the resident size as they would in a fresh process."""
+    gc.collect()
+    libc = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+    trim = getattr(ctypes.CDLL(libc), "malloc_trim", None) if libc else None  # glibc only
+    if trim is not None:
+        trim(0)
 
 
 class PeakMemory:
@@ -38,6 +51,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.start = torch.cuda.memory_allocated(self.device)
             return
+        _release_free_heap()
         self.sampled = self.start = psutil.Process().memory_info().rss
         if self.kernel_hwm:
             try:

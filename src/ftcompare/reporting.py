@@ -347,7 +347,7 @@ def _sharing_caveats(runs: pd.DataFrame) -> list[str]:
     reused = ok[(ok["device"] == "cpu") & (ok["jobs_before"] > 0)]
     if not reused.empty:
         lines.append(
-            f"Jobs {_jobs(reused)} ran in a process that had run earlier jobs, so their CPU peak memory also holds"
+            f"{_jobs(reused)} ran in a process that had run earlier jobs, so their CPU peak memory also holds"
             " what those left behind; training memory (the peak above the level at fit start) is each job's own."
         )
     for host, group in ok.groupby("host"):
@@ -357,14 +357,15 @@ def _sharing_caveats(runs: pd.DataFrame) -> list[str]:
         if not together.empty:
             threads = ", ".join(str(int(t)) for t in sorted(together["torch_threads"].unique()))
             lines.append(
-                f"Jobs {_jobs(together)} ran at the same time on {host} (torch threads per job: {threads}), sharing"
+                f"{_jobs(together)} ran at the same time on {host} (torch threads per job: {threads}), sharing"
                 " its cores: compare their times with each other, not with jobs that ran alone."
             )
     return lines
 
 
 def _jobs(runs: pd.DataFrame) -> str:
-    return ", ".join(str(j) for j in sorted(runs["job"]))
+    """`Job 3` or `Jobs 1, 3`."""
+    return ("Job " if len(runs) == 1 else "Jobs ") + ", ".join(str(j) for j in sorted(runs["job"]))
 
 
 def _test_size(split: str) -> int | None:
