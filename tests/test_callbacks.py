@@ -46,9 +46,9 @@ def test_memory_above_start_counts_only_what_the_run_added():
 # Run alone, as glibc's settings are per process: the heap keeps all it frees (as it does, by its own
 # thresholds, for a long sweep process), and 8 MiB blocks come from the heap rather than mmap.
 FREED_THEN_REUSED = """
-import ctypes, ctypes.util, sys, torch
+import ctypes, torch
 from ftcompare.callbacks import PeakMemory
-libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc = ctypes.CDLL(None)
 assert libc.mallopt(-1, 2**31 - 1) and libc.mallopt(-3, 32 * 2**20)  # M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
 def run():
     memory = PeakMemory(torch.device("cpu"))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
+import os
 import signal
 import sys
 import threading
@@ -21,13 +21,14 @@ from torch.optim import Optimizer
 
 from ftcompare.models import anatomy
 
+_LIBC = ctypes.CDLL(None) if os.name == "posix" else None  # the process's own C library, looked up once
+
 
 def _release_free_heap() -> None:
     """Hand memory that earlier runs in this process freed back to the OS (glibc keeps it otherwise), so a
     later run's allocations raise the resident size as they would in a fresh process."""
     gc.collect()
-    libc = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
-    trim = getattr(ctypes.CDLL(libc), "malloc_trim", None) if libc else None  # glibc only
+    trim = getattr(_LIBC, "malloc_trim", None)  # glibc only
     if trim is not None:
         trim(0)
 
