@@ -2,7 +2,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install run test bench compare report lint format clean tensorboard
+.PHONY: install run test test-fast bench compare report lint format clean tensorboard
 
 install: ## torch first (a bare `torch` requirement would pull CUDA wheels), then the package
 	$(PIP) install "torch==$(TORCH_VERSION)"
@@ -11,8 +11,11 @@ install: ## torch first (a bare `torch` requirement would pull CUDA wheels), the
 run: install ## train LoRA on the embedded defaults (IMDb + all-MiniLM-L6-v2) and print test accuracy
 	$(PYTHON) train.py strategy=lora
 
-test: install ## the test suite (tiny models; one marked test trains the real embedded model)
+test: install ## the whole test suite (tiny models; tests marked `slow` train the real embedded model)
 	$(PYTHON) -m pytest
+
+test-fast: install ## the test suite without the tests marked `slow`
+	$(PYTHON) -m pytest -m "not slow"
 
 bench: install ## training throughput per strategy, ours vs Hugging Face Trainer (~10 min on 2 CPU cores); ARGS="--strategies full" etc.
 	$(PYTHON) bench.py $(ARGS)

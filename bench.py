@@ -1,6 +1,6 @@
 """`make bench`: training throughput of each strategy, ours vs Hugging Face Trainer, on this machine.
 
-python bench.py                                  # all four strategies, default config
+python bench.py                                  # the strategies of experiment=compare, default config
 python bench.py --strategies full lora -- model.attention_dropout=0.0
 """
 
@@ -8,13 +8,14 @@ import argparse
 from datetime import datetime
 from pathlib import Path
 
-from ftcompare.benchmark import STRATEGIES, run
+from ftcompare.benchmark import run, study_strategies
+from ftcompare.strategies import names
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to both loops, e.g. data.batch_size=32")
-    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
+    parser.add_argument("--strategies", nargs="+", choices=names(), default=study_strategies())
     parser.add_argument("--warmup", type=int, default=3, help="steps excluded from the timing (>= 1)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per strategy and loop")
     parser.add_argument("--eval-samples", type=int, default=512)

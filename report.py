@@ -8,8 +8,8 @@ where some jobs failed or that is still running.
 import argparse
 from pathlib import Path
 
-from ftcompare.config import bad_input_exits
-from ftcompare.reporting import build_report, newest_sweep
+from ftcompare.errors import bad_input_exits
+from ftcompare.report import build_report, newest_sweep
 
 
 def main() -> None:

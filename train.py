@@ -3,8 +3,8 @@
 import hydra
 from omegaconf import DictConfig
 
-from ftcompare.config import register_resolvers
-from ftcompare.training import run
+from ftcompare.job import run
+from ftcompare.resolvers import register_resolvers
 
 register_resolvers()
 

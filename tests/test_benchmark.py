@@ -9,10 +9,11 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_overrides
+from helpers import tiny_overrides
 from transformers import BertConfig, BertForSequenceClassification
 
-from ftcompare.benchmark import STRATEGIES, StepClock, run, training_flops
+from ftcompare.benchmark import run, study_strategies
+from ftcompare.benchmark.clock import StepClock, training_flops
 
 
 def test_flops_of_a_minilm_shaped_model_match_the_anchor():
@@ -35,9 +36,9 @@ def test_steady_state_excludes_warmup_and_counts_from_the_last_warmup_step():
 
 def test_bench_runs_both_loops_for_every_strategy(tiny_models, reviews_csv, tmp_path):
     overrides = [o for o in tiny_overrides(tiny_models["bert"], reviews_csv) if "limit_" not in o]
-    text = run(overrides, STRATEGIES, warmup=1, steps=2, eval_samples=16, out_dir=tmp_path)
+    text = run(overrides, study_strategies(), warmup=1, steps=2, eval_samples=16, out_dir=tmp_path)
     record = json.loads((tmp_path / "bench.json").read_text())
-    assert set(record["runs"]) == set(STRATEGIES)
+    assert set(record["runs"]) == set(study_strategies())
     for strategy, loops in record["runs"].items():
         for loop in ("ours", "trainer"):
             figures = loops[loop]
@@ -47,6 +48,6 @@ def test_bench_runs_both_loops_for_every_strategy(tiny_models, reviews_csv, tmp_
         "flops_per_s" in record["runs"]["full"]["ours"] and "epoch1_samples_per_s" in record["runs"]["frozen"]["ours"]
     )
     assert (tmp_path / "bench.md").read_text() == text
-    for strategy in STRATEGIES:
+    for strategy in study_strategies():
         assert f"| {strategy}" in text
     assert "ours / Trainer" in text and "model FLOPs utilisation" in text

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_CONFIGS, tiny_overrides
+from helpers import TINY_CONFIGS, run_script, tiny_overrides
+from omegaconf import OmegaConf
 from peft import AutoPeftModelForSequenceClassification
-from test_eval import run_script
-from test_train import run_train
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-from ftcompare.config import ConfigError
-from ftcompare.evaluation import load_trained
-from ftcompare.training import build_module
+from ftcompare import resolvers
+from ftcompare.builders import build_module
+from ftcompare.errors import ConfigError
+from ftcompare.runs import load_trained, run_config
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def trained(tmp_path_factory, tiny_models, reviews_csv) -> dict[str, dict]:
     records = {}
     for strategy in ("lora", "full"):
         overrides = tiny_overrides(tiny_models["bert"], reviews_csv)
-        result = run_train(f"strategy={strategy}", *overrides, f"hydra.run.dir={root / strategy}")
+        result = run_script("train.py", f"strategy={strategy}", *overrides, f"hydra.run.dir={root / strategy}")
         assert result.returncode == 0, result.stderr[-3000:]
         records[strategy] = json.loads((root / strategy / "metrics.json").read_text())
     return records
@@ -60,6 +60,22 @@ def test_lora_checkpoint_is_refused_on_another_base_model(trained, tmp_path):
         impostor.on_load_checkpoint(torch.load(ckpt, weights_only=True))
 
 
+def test_a_run_is_read_back_with_the_values_it_resolved_when_it_trained(trained, monkeypatch):
+    """eval/predict/export use the run's resolved_config.yaml, not what the resolvers answer where they run."""
+    record = trained["lora"]
+    ckpt = Path(record["checkpoint"])
+    assert "${" not in (ckpt.parent.parent / "resolved_config.yaml").read_text()
+    other_machine = not resolvers.cpu_supports_bf16()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(resolvers, "cpu_supports_bf16", lambda: other_machine)
+    composed = OmegaConf.load(ckpt.parent.parent / ".hydra" / "config.yaml")
+    assert composed.trainer.precision != record["hparams"]["precision"]  # re-resolved here, it would differ
+    run = run_config(ckpt)
+    assert run.trainer.precision == record["hparams"]["precision"]
+    assert run.optimizer.lr == record["hparams"]["lr"] and run.model.name_or_path == record["model"]
+    assert run.data.train_size == record["data"]["train_size"] and run.trainer.limit_train_batches == 3
+
+
 @pytest.mark.parametrize(("strategy", "merge"), [("lora", "true"), ("lora", "false"), ("full", "true")])
 def test_export_loads_with_plain_transformers_or_peft(trained, tmp_path, strategy, merge):
     ckpt = trained[strategy]["checkpoint"]
@@ -81,8 +97,8 @@ def test_export_loads_with_plain_transformers_or_peft(trained, tmp_path, strateg
 
 def test_export_refuses_the_frozen_strategy_s_own_head(tmp_path, tiny_models, reviews_csv):
     run_dir = tmp_path / "run"
-    trained = run_train(
-        "strategy=frozen", *tiny_overrides(tiny_models["bert"], reviews_csv), f"hydra.run.dir={run_dir}"
+    trained = run_script(
+        "train.py", "strategy=frozen", *tiny_overrides(tiny_models["bert"], reviews_csv), f"hydra.run.dir={run_dir}"
     )
     assert trained.returncode == 0, trained.stderr[-3000:]
     ckpt = json.loads((run_dir / "metrics.json").read_text())["checkpoint"]

@@ -5,35 +5,54 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from conftest import ROOT
-from hydra.utils import instantiate
+from helpers import ROOT
+from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
-from ftcompare.config import ConfigError, validate
+from ftcompare import resolvers
+from ftcompare.builders import build_module, build_trainer
 from ftcompare.data import TextClassificationDataModule
-from ftcompare.strategies import FineTuningStrategy
-from ftcompare.training import build_module, build_trainer
+from ftcompare.errors import ConfigError
+from ftcompare.strategies import FineTuningStrategy, names, strategy_class
+from ftcompare.validation import validate
 
 
 def options(group: str) -> list[str]:
     return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
 
 
-def test_config_groups_mirror_the_code():
-    for group in ("strategy", "model", "data", "callbacks", "logger", "trainer", "experiment", "debug"):
-        assert options(group), f"conf/{group}/ is empty"
-    assert options("strategy") == ["bitfit", "dora", "frozen", "full", "gradual", "ia3", "lora", "lora_all"]
+GROUPS = ["strategy", "model", "data", "callbacks", "logger", "trainer", "experiment", "debug"]
 
 
-@pytest.mark.parametrize("group", ["model", "data", "trainer", "callbacks", "logger", "debug", "experiment"])
-def test_every_option_composes_and_resolves(compose_cfg, group):
-    for option in options(group):
-        overrides = [f"{group}={option}"]
-        if option == "files":
-            overrides.append("data.source.data_files=x.csv")
-        cfg = compose_cfg(*overrides)
-        OmegaConf.resolve(cfg)
-        validate(cfg)
+@pytest.mark.parametrize("group", GROUPS)
+def test_config_groups_mirror_the_code(group):
+    assert options(group), f"conf/{group}/ is empty"
+
+
+def test_strategy_configs_are_the_registry():
+    """One yaml per registered name, each naming itself and its registered class."""
+    assert options("strategy") == names() == ["bitfit", "dora", "frozen", "full", "gradual", "ia3", "lora", "lora_all"]
+    for name in names():
+        node = OmegaConf.load(ROOT / "conf" / "strategy" / f"{name}.yaml").strategy
+        assert node.name == name
+        assert get_class(node._target_) is strategy_class(name)
+
+
+GROUP_OPTIONS = [
+    (group, option)
+    for group in ("model", "data", "trainer", "callbacks", "logger", "debug", "experiment", "strategy")
+    for option in options(group)
+]
+
+
+@pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
+def test_every_option_composes_resolves_and_validates(compose_cfg, group, option):
+    overrides = [f"{group}={option}"]
+    if option == "files":
+        overrides.append("data.source.data_files=x.csv")
+    cfg = compose_cfg(*overrides)
+    OmegaConf.resolve(cfg)
+    validate(cfg)
 
 
 @pytest.mark.parametrize("strategy", options("strategy"))
@@ -79,14 +98,22 @@ def test_trainer_callbacks_and_logger_instantiate(compose_cfg, trainer):
     assert type(built.logger).__name__ == "TensorBoardLogger"
 
 
-def test_auto_precision_matches_the_hardware(compose_cfg):
-    from ftcompare.config import cpu_supports_bf16
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [("fpu avx2 avx512f avx512_bf16", True), ("fpu avx2 amx_bf16 amx_tile", True), ("fpu sse avx2 fma", False)],
+)
+def test_bf16_cpus_are_recognised_by_their_flags(tmp_path, flags, expected):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    assert resolvers.cpu_supports_bf16(cpuinfo) is expected
+    assert resolvers.cpu_supports_bf16(tmp_path / "missing") is False
 
-    precision = compose_cfg().trainer.precision
-    if torch.cuda.is_available():
-        assert precision == ("bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true")
-    else:
-        assert precision == ("bf16-mixed" if cpu_supports_bf16() else "32-true")
+
+@pytest.mark.parametrize(("bf16_cpu", "expected"), [(True, "bf16-mixed"), (False, "32-true")])
+def test_auto_precision_follows_the_cpu_when_there_is_no_gpu(compose_cfg, monkeypatch, bf16_cpu, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(resolvers, "cpu_supports_bf16", lambda: bf16_cpu)
+    assert compose_cfg().trainer.precision == expected
 
 
 @pytest.mark.parametrize(

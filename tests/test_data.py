@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ftcompare.config import ConfigError, embedded_model_path
 from ftcompare.data import TextClassificationDataModule
+from ftcompare.errors import ConfigError
+from ftcompare.resolvers import embedded_model_path
 
 
 def make_dm(data_files: str, **kwargs) -> TextClassificationDataModule:

@@ -5,34 +5,26 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 
 import pytest
-from conftest import ROOT, tiny_overrides
+from helpers import run_script, tiny_overrides
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from test_train import run_train
-
-
-def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
-
-
-def run_eval(*args: str) -> subprocess.CompletedProcess:
-    return run_script("eval.py", *args)
 
 
 @pytest.mark.parametrize("strategy", ["lora", "frozen"])
 def test_eval_gives_the_test_metrics_training_reported(tmp_path, tiny_models, reviews_csv, strategy):
     run_dir = tmp_path / "run"
-    trained = run_train(
-        f"strategy={strategy}", *tiny_overrides(tiny_models["bert"], reviews_csv), f"hydra.run.dir={run_dir}"
+    trained = run_script(
+        "train.py",
+        f"strategy={strategy}",
+        *tiny_overrides(tiny_models["bert"], reviews_csv),
+        f"hydra.run.dir={run_dir}",
     )
     assert trained.returncode == 0, trained.stderr[-3000:]
     record = json.loads((run_dir / "metrics.json").read_text())
 
-    result = run_eval(f"ckpt_path={record['checkpoint']}", f"hydra.run.dir={tmp_path / 'eval'}")
+    result = run_script("eval.py", f"ckpt_path={record['checkpoint']}", f"hydra.run.dir={tmp_path / 'eval'}")
     assert result.returncode == 0, result.stderr[-3000:]
     evaluated = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert evaluated["strategy"] == strategy and evaluated["split"] == "test"
@@ -43,7 +35,7 @@ def test_eval_gives_the_test_metrics_training_reported(tmp_path, tiny_models, re
 def test_eval_of_a_file_outside_a_run_is_a_clear_error(tmp_path):
     stray = tmp_path / "model.ckpt"
     stray.write_bytes(b"")
-    result = run_eval(f"ckpt_path={stray}", f"hydra.run.dir={tmp_path / 'eval'}")
+    result = run_script("eval.py", f"ckpt_path={stray}", f"hydra.run.dir={tmp_path / 'eval'}")
     assert result.returncode == 2 and result.stderr.startswith("error: ckpt_path=") and "Fix:" in result.stderr
 
 
@@ -51,7 +43,7 @@ def test_eval_of_a_file_outside_a_run_is_a_clear_error(tmp_path):
 def test_predict_labels_texts_and_reproduces_the_test_accuracy(tmp_path, tiny_models, reviews_csv, strategy):
     run_dir = tmp_path / "run"
     overrides = tiny_overrides(tiny_models["bert"], reviews_csv)
-    trained = run_train(f"strategy={strategy}", *overrides, f"hydra.run.dir={run_dir}")
+    trained = run_script("train.py", f"strategy={strategy}", *overrides, f"hydra.run.dir={run_dir}")
     assert trained.returncode == 0, trained.stderr[-3000:]
     record = json.loads((run_dir / "metrics.json").read_text())
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")

@@ -8,11 +8,11 @@ from itertools import pairwise
 import lightning as L
 import pytest
 import torch
-from conftest import quiet_trainer, tiny_overrides
+from helpers import quiet_trainer, tiny_overrides
 from hydra.utils import instantiate
 
-from ftcompare.feature_cache import FeatureCache
-from ftcompare.training import build_module
+from ftcompare.builders import build_module
+from ftcompare.strategies.feature_cache import FeatureCache
 
 
 class BackboneCalls(L.Callback):

@@ -5,40 +5,28 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROOT, tiny_overrides
+from helpers import run_script, tiny_overrides
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from ftcompare.config import job_dirname
-from ftcompare.reporting import (
-    MEASURED,
-    best_per_strategy,
-    collect_runs,
-    pareto_front,
-    read_val_curves,
-    reading,
-    summarise,
-    write_json,
-)
+from ftcompare.io import write_json
+from ftcompare.report.reading import reading
+from ftcompare.report.records import MEASURED, collect_runs, read_val_curves
+from ftcompare.report.tables import best_per_strategy, pareto_front, summarise
+from ftcompare.resolvers import job_dirname
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def run(script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
 def tiny_sweep(tmp_path_factory, tiny_models, reviews_csv) -> Path:
     """Two strategies x two seeds on the tiny setup; the report is written by the Hydra callback."""
     sweep = tmp_path_factory.mktemp("sweep")
-    result = run(
+    result = run_script(
         "train.py",
         "-m",
         "strategy=full,lora",
@@ -130,7 +118,7 @@ def test_tensorboard_hparams_hold_each_runs_settings_and_final_metrics(tiny_swee
 
 def test_failed_jobs_do_not_sink_the_sweep_and_the_report_lists_them(tmp_path, tiny_models, reviews_csv):
     sweep = tmp_path / "sweep"
-    result = run(
+    result = run_script(
         "train.py",
         "-m",
         "optimizer.lr=1e-3,1e30",  # 1e30 diverges: NaN loss
@@ -150,12 +138,12 @@ def test_failed_jobs_do_not_sink_the_sweep_and_the_report_lists_them(tmp_path, t
         assert json.loads((sweep / row.dir / "error.json").read_text())["error"] == row.error
     summary = (sweep / "summary.md").read_text()
     assert "## Runs without a result" in summary and "data.batch_size=0" in summary and "train/loss is" in summary
-    report = run("report.py", str(sweep))  # by hand, the same
+    report = run_script("report.py", str(sweep))  # by hand, the same
     assert report.returncode == 0 and "failed" in report.stdout, report.stderr[-3000:]
 
 
 def test_report_without_a_sweep_is_a_clear_error(tmp_path):
-    result = run("report.py", "--root", str(tmp_path))
+    result = run_script("report.py", "--root", str(tmp_path))
     assert result.returncode == 2 and result.stderr.startswith("error:") and "Traceback" not in result.stderr
 
 

@@ -10,40 +10,32 @@ state (9e-4) did to them when tried."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, tiny_overrides
+from helpers import finish, start, tiny_overrides
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
 def command(tiny_models: dict[str, str], reviews_csv: str, *extra: str) -> list[str]:
     """Gradual unfreezing over 3 epochs of 3 steps: layer 2 unfreezes at epoch 1, layer 1 at epoch 2."""
     overrides = [o for o in tiny_overrides(tiny_models["bert"], reviews_csv) if not o.startswith("trainer.max_epochs")]
-    return [sys.executable, str(ROOT / "train.py"), "strategy=gradual", "trainer.max_epochs=3", *overrides, *extra]
+    return ["strategy=gradual", "trainer.max_epochs=3", *overrides, *extra]
 
 
 def pause(marker: Path, step: int, seconds: float = 120.0, job: int | None = None) -> list[str]:
-    args = ["+callbacks.pause._target_=tests.pause.PauseAt", f"+callbacks.pause.step={step}"]
+    args = ["+callbacks.pause._target_=tests.helpers.pause.PauseAt", f"+callbacks.pause.step={step}"]
     args += [f"+callbacks.pause.marker={marker}", f"+callbacks.pause.seconds={seconds}"]
     return args + ([f"+callbacks.pause.job={job}"] if job is not None else [])
 
 
-def start(args: list[str], cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # tests.pause, from a working directory outside the repo
-    return subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def finish(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    process = start(args, cwd)
-    stdout, stderr = process.communicate(timeout=600)
-    return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
+def train(args: list[str], cwd: Path) -> subprocess.Popen:
+    """`python train.py <args>` started in `cwd` (its outputs/ and multirun/ go there)."""
+    return start("train.py", *args, cwd=cwd)
 
 
 def wait_for(marker: Path, process: subprocess.Popen, timeout: float = 300) -> None:
@@ -79,7 +71,7 @@ def metrics(run_dir: Path) -> dict:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, tiny_models, reviews_csv) -> dict:
     cwd = tmp_path_factory.mktemp("uninterrupted")
-    result = finish(command(tiny_models, reviews_csv), cwd)
+    result = finish(train(command(tiny_models, reviews_csv), cwd))
     assert result.returncode == 0, result.stderr[-3000:]
     return metrics(only_run_dir(cwd))
 
@@ -97,7 +89,7 @@ def test_kill_9_mid_epoch_then_the_same_command_with_resume_ends_like_an_uninter
 ):
     marker = tmp_path / "paused"
     args = command(tiny_models, reviews_csv, *pause(marker, step=7))  # epoch 2, second batch
-    process = start(args, tmp_path)
+    process = train(args, tmp_path)
     wait_for(marker, process)
     process.kill()  # SIGKILL: no handler, no cleanup
     process.wait(timeout=60)
@@ -110,7 +102,7 @@ def test_kill_9_mid_epoch_then_the_same_command_with_resume_ends_like_an_uninter
     copy = tmp_path / "epoch1.ckpt"
     copy.write_bytes(last.read_bytes())
 
-    result = finish([*args, "resume=true"], tmp_path)
+    result = finish(train([*args, "resume=true"], tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     assert only_run_dir(tmp_path) == run_dir  # the same folder, found from the command
     resumed = metrics(run_dir)
@@ -121,7 +113,9 @@ def test_kill_9_mid_epoch_then_the_same_command_with_resume_ends_like_an_uninter
     # any checkpoint file starts a new run from there: the same training (the best-so-far bookkeeping stays
     # with the old folder, so only the final weights are compared)
     elsewhere = tmp_path / "from_file"
-    result = finish([*command(tiny_models, reviews_csv), f"ckpt_path={copy}", f"hydra.run.dir={elsewhere}"], tmp_path)
+    result = finish(
+        train([*command(tiny_models, reviews_csv), f"ckpt_path={copy}", f"hydra.run.dir={elsewhere}"], tmp_path)
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert metrics(elsewhere)["final"] == pytest.approx(uninterrupted["final"], rel=1e-4)
 
@@ -131,7 +125,7 @@ def test_ctrl_c_finishes_the_step_saves_a_checkpoint_and_resumes_mid_epoch(
 ):
     marker = tmp_path / "paused"
     args = command(tiny_models, reviews_csv, *pause(marker, step=4, seconds=3))  # epoch 1, second batch
-    process = start(args, tmp_path)
+    process = train(args, tmp_path)
     wait_for(marker, process)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
@@ -143,7 +137,7 @@ def test_ctrl_c_finishes_the_step_saves_a_checkpoint_and_resumes_mid_epoch(
     saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert saved["global_step"] == 5  # the step under way when Ctrl-C came was finished and kept
 
-    result = finish([*args, "resume=true"], tmp_path)
+    result = finish(train([*args, "resume=true"], tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     assert not (run_dir / "error.json").exists()
     resumed = metrics(run_dir)
@@ -154,8 +148,8 @@ def test_ctrl_c_finishes_the_step_saves_a_checkpoint_and_resumes_mid_epoch(
 def test_a_resumed_sweep_skips_finished_jobs_and_continues_the_killed_one(tmp_path, tiny_models, reviews_csv):
     marker = tmp_path / "paused"
     args = command(tiny_models, reviews_csv, "seed=0,1", *pause(marker, step=4, job=1))
-    args.insert(2, "-m")
-    process = start(args, tmp_path)
+    args.insert(0, "-m")
+    process = train(args, tmp_path)
     wait_for(marker, process)
     process.kill()
     process.wait(timeout=60)
@@ -164,7 +158,7 @@ def test_a_resumed_sweep_skips_finished_jobs_and_continues_the_killed_one(tmp_pa
     finished_at = (first / "metrics.json").stat().st_mtime_ns
     assert not (second / "metrics.json").exists()
 
-    result = finish([*args, "resume=true"], tmp_path)
+    result = finish(train([*args, "resume=true"], tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     assert list((tmp_path / "multirun").glob("*/*")) == [sweep]
     assert (first / "metrics.json").stat().st_mtime_ns == finished_at  # not run again
@@ -174,7 +168,7 @@ def test_a_resumed_sweep_skips_finished_jobs_and_continues_the_killed_one(tmp_pa
 
 def test_ctrl_c_twice_stops_at_once(tmp_path, tiny_models, reviews_csv):
     marker = tmp_path / "paused"
-    process = start(command(tiny_models, reviews_csv, *pause(marker, step=4, seconds=60)), tmp_path)
+    process = train(command(tiny_models, reviews_csv, *pause(marker, step=4, seconds=60)), tmp_path)
     wait_for(marker, process)
     process.send_signal(signal.SIGINT)
     time.sleep(0.5)

@@ -11,11 +11,9 @@ from pathlib import Path
 import joblib
 import pandas as pd
 import pytest
-from conftest import ROOT, tiny_overrides
+from helpers import ROOT, run_script, tiny_overrides
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from test_eval import run_eval
-from test_train import run_train
 
 from ftcompare.data import EpochOrder
 
@@ -27,7 +25,9 @@ def _jobs(sweep: Path) -> list[Path]:
 def test_optuna_search_returns_val_acc_and_the_report_names_the_best_trial(tmp_path, tiny_models, reviews_csv):
     sweep = tmp_path / "search"
     overrides = [o for o in tiny_overrides(tiny_models["bert"], reviews_csv) if not o.startswith("data.batch_size")]
-    result = run_train("hparams_search=lora_optuna", "hydra.sweeper.n_trials=2", *overrides, f"hydra.sweep.dir={sweep}")
+    result = run_script(
+        "train.py", "hparams_search=lora_optuna", "hydra.sweeper.n_trials=2", *overrides, f"hydra.sweep.dir={sweep}"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = _jobs(sweep)
     records = [json.loads((job / "metrics.json").read_text()) for job in jobs]
@@ -46,14 +46,15 @@ def test_optuna_search_returns_val_acc_and_the_report_names_the_best_trial(tmp_p
     args = shlex.split(command)[2:]
     assert "strategy=lora" in args and not any(a.startswith("hparams_search") for a in args)
     # the command trains the best trial again, to the same validation accuracy
-    again = run_train(*args, f"hydra.run.dir={tmp_path / 'again'}")
+    again = run_script("train.py", *args, f"hydra.run.dir={tmp_path / 'again'}")
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((tmp_path / "again" / "metrics.json").read_text())["val"]["val/acc"] == optimum.best_value
 
 
 def test_joblib_jobs_run_in_parallel_processes_with_per_job_figures(tmp_path, tiny_models, reviews_csv):
     sweep = tmp_path / "sweep"
-    result = run_train(
+    result = run_script(
+        "train.py",
         "-m",
         "strategy=full,frozen,lora,bitfit",
         "hydra/launcher=joblib",
@@ -81,8 +82,13 @@ def test_joblib_jobs_run_in_parallel_processes_with_per_job_figures(tmp_path, ti
 def test_submitit_executor_runs_the_jobs_as_it_would_on_slurm(tmp_path, tiny_models, reviews_csv):
     sweep = tmp_path / "sweep"
     overrides = tiny_overrides(tiny_models["bert"], reviews_csv)
-    result = run_train(
-        "-m", "strategy=lora,frozen", "hydra/launcher=submitit_local", *overrides, f"hydra.sweep.dir={sweep}"
+    result = run_script(
+        "train.py",
+        "-m",
+        "strategy=lora,frozen",
+        "hydra/launcher=submitit_local",
+        *overrides,
+        f"hydra.sweep.dir={sweep}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert [json.loads((job / "metrics.json").read_text())["strategy"] for job in _jobs(sweep)] == ["lora", "frozen"]
@@ -133,7 +139,8 @@ def test_epoch_order_gives_each_process_a_disjoint_equal_share():
 def test_ddp_spawn_with_two_cpu_processes_trains_and_evaluates_exactly(tmp_path, tiny_models, reviews_csv):
     run_dir = tmp_path / "ddp"
     overrides = [o for o in tiny_overrides(tiny_models["bert"], reviews_csv) if "limit_test" not in o]
-    result = run_train(
+    result = run_script(
+        "train.py",
         "trainer=ddp",
         "trainer.strategy=ddp_spawn",
         "trainer.accelerator=cpu",
@@ -147,7 +154,8 @@ def test_ddp_spawn_with_two_cpu_processes_trains_and_evaluates_exactly(tmp_path,
     assert record["devices"] == 2 and record["epochs_run"] == 2
     assert record["cost"]["perf/train_samples_per_s"] > 0 and record["cost"]["params/trainable"] > 0
     # the test split was split between the two processes; one device on the same checkpoint agrees
-    single = run_eval(
+    single = run_script(
+        "eval.py",
         f"ckpt_path={record['checkpoint']}",
         "+trainer.strategy=auto",
         "+trainer.devices=1",
@@ -163,7 +171,9 @@ def test_ddp_spawn_with_two_cpu_processes_trains_and_evaluates_exactly(tmp_path,
 def test_ddp_that_reruns_the_command_is_refused_in_a_sweep(tmp_path, tiny_models, reviews_csv):
     sweep = tmp_path / "sweep"
     overrides = tiny_overrides(tiny_models["bert"], reviews_csv)
-    result = run_train("-m", "trainer=ddp", "trainer.accelerator=cpu", *overrides, f"hydra.sweep.dir={sweep}")
+    result = run_script(
+        "train.py", "-m", "trainer=ddp", "trainer.accelerator=cpu", *overrides, f"hydra.sweep.dir={sweep}"
+    )
     (job,) = _jobs(sweep)
     error = json.loads((job / "error.json").read_text())
     assert error["error"].startswith("trainer.strategy=ddp re-runs the command line") and "Fix:" in error["error"]

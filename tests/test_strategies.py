@@ -6,11 +6,11 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from conftest import quiet_trainer, tiny_overrides
+from helpers import quiet_trainer, tiny_overrides
 from hydra.utils import instantiate
 
+from ftcompare.builders import build_module
 from ftcompare.models import anatomy
-from ftcompare.training import build_module
 
 ARCHS = ["bert", "distilbert", "roberta"]
 

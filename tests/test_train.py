@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, tiny_overrides
+from helpers import run_script, tiny_overrides
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 PROMISED_TAGS = {
@@ -38,17 +35,6 @@ PROMISED_TAGS = {
 }
 
 
-def run_train(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "train.py", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, **(env or {})},
-    )
-
-
 def scalar_tags(run_dir: Path) -> set[str]:
     accumulator = EventAccumulator(str(run_dir / "tensorboard"))
     accumulator.Reload()
@@ -57,7 +43,8 @@ def scalar_tags(run_dir: Path) -> set[str]:
 
 def test_multirun_gives_one_result_per_strategy(tmp_path, tiny_models, reviews_csv):
     sweep = tmp_path / "sweep"
-    result = run_train(
+    result = run_script(
+        "train.py",
         "-m",
         "strategy=full,frozen,lora,gradual",
         *tiny_overrides(tiny_models["bert"], reviews_csv),
@@ -95,7 +82,9 @@ def test_multirun_gives_one_result_per_strategy(tmp_path, tiny_models, reviews_c
 def test_bad_input_fails_fast_with_one_clear_message(tmp_path, tiny_models, reviews_csv, override, setting):
     """The command line end of tests/test_validation.py's matrix: exit code 2, one line, no traceback."""
     run_dir = tmp_path / "run"
-    result = run_train(*tiny_overrides(tiny_models["bert"], reviews_csv), override, f"hydra.run.dir={run_dir}")
+    result = run_script(
+        "train.py", *tiny_overrides(tiny_models["bert"], reviews_csv), override, f"hydra.run.dir={run_dir}"
+    )
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and setting in errors[0] and "Fix:" in errors[0], result.stderr[-2000:]
@@ -113,13 +102,14 @@ def test_bad_input_fails_fast_with_one_clear_message(tmp_path, tiny_models, revi
     ],
 )
 def test_unknown_options_and_keys_are_refused_by_hydra_before_the_run(tmp_path, override, words):
-    result = run_train(override, f"hydra.run.dir={tmp_path}")
+    result = run_script("train.py", override, f"hydra.run.dir={tmp_path}")
     assert result.returncode == 1 and all(w in result.stderr for w in words), result.stderr[-2000:]
     assert "Traceback" not in result.stderr and not (tmp_path / "metrics.json").exists()
 
 
 def test_hub_model_without_network_points_to_the_embedded_model(tmp_path, reviews_csv):
-    result = run_train(
+    result = run_script(
+        "train.py",
         "model=distilbert",
         "data=files",
         f"data.source.data_files={reviews_csv}",
@@ -132,7 +122,9 @@ def test_hub_model_without_network_points_to_the_embedded_model(tmp_path, review
 
 @pytest.mark.slow
 def test_real_embedded_model_trains_a_few_steps(tmp_path):
-    result = run_train("strategy=lora", "debug=limit", "callbacks.progress_bar=null", f"hydra.run.dir={tmp_path}")
+    result = run_script(
+        "train.py", "strategy=lora", "debug=limit", "callbacks.progress_bar=null", f"hydra.run.dir={tmp_path}"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["strategy"] == "lora" and record["model"].endswith("model")
@@ -141,14 +133,14 @@ def test_real_embedded_model_trains_a_few_steps(tmp_path):
 
 
 def test_hydra_full_error_shows_the_whole_traceback(tmp_path):
-    result = run_train("optimizer.lr=0", f"hydra.run.dir={tmp_path}", env={"HYDRA_FULL_ERROR": "1"})
+    result = run_script("train.py", "optimizer.lr=0", f"hydra.run.dir={tmp_path}", env={"HYDRA_FULL_ERROR": "1"})
     assert result.returncode != 0 and "Traceback" in result.stderr and "ConfigError" in result.stderr
 
 
 def test_the_peft_and_bias_strategies_run_end_to_end(tmp_path, tiny_models, reviews_csv):
     sweep = tmp_path / "sweep"
     overrides = tiny_overrides(tiny_models["distilbert"], reviews_csv)
-    result = run_train("-m", "strategy=bitfit,ia3,lora_all,dora", *overrides, f"hydra.sweep.dir={sweep}")
+    result = run_script("train.py", "-m", "strategy=bitfit,ia3,lora_all,dora", *overrides, f"hydra.sweep.dir={sweep}")
     assert result.returncode == 0, result.stderr[-3000:]
     records = {r["strategy"]: r for r in (json.loads(p.read_text()) for p in sweep.glob("*/metrics.json"))}
     assert set(records) == {"bitfit", "ia3", "lora_all", "dora"}

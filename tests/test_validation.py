@@ -9,11 +9,11 @@ import io
 import json
 
 import pytest
-from conftest import tiny_overrides
+from helpers import tiny_overrides
 from transformers import AutoModel, GPT2Config, T5Config
 
-from ftcompare.config import embedded_model_path
-from ftcompare.training import run
+from ftcompare.job import run
+from ftcompare.resolvers import embedded_model_path
 
 
 @pytest.fixture(scope="module")

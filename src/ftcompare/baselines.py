@@ -1,4 +1,4 @@
-"""The classical baseline of shared/anchors.md, re-measured on the exact split a run uses.
+"""The classical baseline of docs/reference-figures.md, re-measured on the exact split a run uses.
 
 TF-IDF (1-2 grams, min_df 2, sublinear tf) + logistic regression (C=16), once on the whole review
 and once on the first `data.max_length` tokens only: the window the transformer sees.
@@ -7,12 +7,13 @@ and once on the first `data.max_length` tokens only: the window the transformer 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from ftcompare.data import TextClassificationDataModule
+from ftcompare.builders import build_datamodule
+from ftcompare.io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,9 @@ def tfidf_accuracy(splits: dict[str, tuple[list[str], list[int]]]) -> dict[str, 
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Baseline accuracies on the configured split, whole text and truncated to the model's window."""
-    datamodule: TextClassificationDataModule = instantiate(cfg.data, _convert_="all")
+    """Baseline accuracies on the configured split, whole text and truncated to the model's window; written to
+    `baselines.json` in the output folder."""
+    datamodule = build_datamodule(cfg)
     splits = datamodule.raw_splits()
     tokenizer, max_length = datamodule.tokenizer, cfg.data.max_length
 
@@ -51,4 +53,5 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
     for key, value in result.items():
         log.info("%s: %s", key, value)
+    write_json(Path(cfg.paths.output_dir) / "baselines.json", result)
     return result

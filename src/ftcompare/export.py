@@ -12,10 +12,10 @@ from omegaconf import DictConfig
 from peft import PeftModel
 from transformers import AutoTokenizer
 
-from ftcompare.config import ConfigError
-from ftcompare.evaluation import load_trained
+from ftcompare.errors import ConfigError
+from ftcompare.io import write_json
 from ftcompare.models import load_pretrained
-from ftcompare.reporting import write_json
+from ftcompare.runs import load_trained
 
 log = logging.getLogger(__name__)
 

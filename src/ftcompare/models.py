@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
 
-from ftcompare.config import ConfigError, first_line
+from ftcompare.errors import ConfigError, first_line
 
 # Leaf names of the attention query/value projections across encoder families.
 _QUERY_VALUE_NAMES = (("query", "value"), ("q_lin", "v_lin"), ("q_proj", "v_proj"), ("query_proj", "value_proj"))

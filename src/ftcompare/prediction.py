@@ -13,10 +13,10 @@ import torch
 from omegaconf import DictConfig
 from transformers import AutoTokenizer
 
-from ftcompare.config import ConfigError
-from ftcompare.evaluation import load_trained, run_config
+from ftcompare.errors import ConfigError
+from ftcompare.io import write_atomic
 from ftcompare.models import load_pretrained
-from ftcompare.reporting import write_atomic
+from ftcompare.runs import load_trained, run_config
 
 
 def read_texts(cfg: DictConfig, text_column: str) -> list[str]:

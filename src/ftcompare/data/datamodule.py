@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +15,11 @@ import lightning as L
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
 from datasets.fingerprint import Hasher
-from torch.utils.data import BatchSampler, DataLoader, Sampler
+from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, DataCollatorWithPadding
-from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from ftcompare.config import ConfigError, first_line
+from ftcompare.data.sampling import EpochOrder, ResumableBatches
+from ftcompare.errors import ConfigError, first_line
 from ftcompare.models import load_pretrained
 
 log = logging.getLogger(__name__)
@@ -286,67 +284,6 @@ def split_fingerprint(split: Dataset) -> str:
     for text, label in zip(split["text"], split["labels"], strict=True):
         digest.update(f"{label}\t{text}\n".encode())
     return digest.hexdigest()
-
-
-class EpochOrder(Sampler[int]):
-    """The order of the training examples, set by (seed, epoch) alone: a resumed run sees the order an
-    uninterrupted one would. Lightning calls `set_epoch`. With `lengths`, examples of similar length
-    are kept together (transformers' `LengthGroupedSampler`: less padding per batch). Under DDP each of
-    `processes` takes every processes-th example of the one order, padded (like `DistributedSampler`)
-    so all get the same number of batches."""
-
-    def __init__(
-        self,
-        size: int,
-        seed: int,
-        lengths: list[int] | None = None,
-        batch_size: int = 1,
-        processes: int = 1,
-        rank: int = 0,
-    ) -> None:
-        self.size, self.seed, self.lengths, self.batch_size = size, seed, lengths, batch_size
-        self.processes, self.rank = processes, rank
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def generator(self) -> torch.Generator:
-        seeds = torch.randint(2**62, (self.epoch + 1,), generator=torch.Generator().manual_seed(self.seed))
-        return torch.Generator().manual_seed(int(seeds[-1]))
-
-    def __len__(self) -> int:
-        return math.ceil(self.size / self.processes)
-
-    def __iter__(self) -> Iterator[int]:
-        if self.lengths is None:
-            order = torch.randperm(self.size, generator=self.generator()).tolist()
-        else:
-            order = list(LengthGroupedSampler(self.batch_size, lengths=self.lengths, generator=self.generator()))
-        order += order[: len(self) * self.processes - self.size]
-        return iter(order[self.rank :: self.processes])
-
-
-class ResumableBatches(BatchSampler):
-    """Batches of an `EpochOrder`; length-grouped batches are served in random order, so no stretch of an
-    epoch (or a benchmark's window) is all long or all short batches. After a resume the batches the
-    run had already trained in that epoch are left out, once."""
-
-    sampler: EpochOrder
-
-    def __init__(self, sampler: EpochOrder, batch_size: int) -> None:
-        super().__init__(sampler, batch_size, drop_last=False)
-        self.skip = 0
-
-    def resume(self, epoch: int, trained: int) -> None:
-        self.sampler.epoch, self.skip = epoch, trained
-
-    def __iter__(self) -> Iterator[list[int]]:
-        batches = list(super().__iter__())
-        if self.sampler.lengths is not None:
-            batches = [batches[i] for i in torch.randperm(len(batches), generator=self.sampler.generator()).tolist()]
-        skip, self.skip = self.skip, 0
-        yield from batches[skip:]
 
 
 def _check_fits(setting: str, need: int, have: int, split: str) -> None:

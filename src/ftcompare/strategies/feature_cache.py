@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from datasets.fingerprint import Hasher
 
-from ftcompare.reporting import write_atomic
+from ftcompare.io import write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,11 @@
-"""Lightning callbacks: the cost monitor behind the comparison, and gradual unfreezing."""
+"""Per-run cost figures behind the comparison: wall and step time, throughput, peak memory, parameter counts."""
 
 from __future__ import annotations
 
 import ctypes
 import gc
 import os
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,11 +13,6 @@ from typing import Any
 import lightning as L
 import psutil
 import torch
-from lightning.pytorch.callbacks import BaseFinetuning, ModelCheckpoint
-from torch import nn
-from torch.optim import Optimizer
-
-from ftcompare.models import anatomy
 
 _LIBC = ctypes.CDLL(None) if os.name == "posix" else None  # the process's own C library, looked up once
 
@@ -199,113 +192,3 @@ class CostMonitor(L.Callback):
 
 
 _SUMMARY = "cost_monitor:"
-
-
-class GracefulInterrupt(L.Callback):
-    """Ctrl-C once: the current step finishes, a checkpoint is saved, and the run stops with `Interrupted`
-    (resume it with the same command and resume=true). Ctrl-C twice: it stops at once, and a resume
-    starts from the last epoch's checkpoint."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.previous: Any = None
-
-    def _request(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise Interrupted(
-                "stopped at once by a second Ctrl-C. Fix: run the same command with resume=true to continue "
-                "from the last epoch's checkpoint"
-            )
-        self.requested = True
-        print("\nCtrl-C: finishing this step and saving a checkpoint (Ctrl-C again to stop at once)", file=sys.stderr)
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._request)
-
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        if not self.requested:
-            return
-        path = last_checkpoint(trainer) or Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
-        trainer.save_checkpoint(path)
-        raise Interrupted(
-            f"interrupted in epoch {trainer.current_epoch} after step {trainer.global_step}; checkpoint saved to "
-            f"{path}. Fix: run the same command with resume=true to continue"
-        )
-
-    def _restore_handler(self, *args: Any) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-            self.previous = None
-
-    on_fit_end = on_exception = _restore_handler
-
-
-def last_checkpoint(trainer: L.Trainer) -> Path | None:
-    """Where the newest-epoch checkpoint goes (the ModelCheckpoint without a monitor): what a run resumes from."""
-    for callback in trainer.checkpoint_callbacks:
-        if isinstance(callback, ModelCheckpoint) and callback.monitor is None and callback.dirpath:
-            return Path(callback.dirpath) / f"{callback.filename or 'last'}{callback.FILE_EXTENSION}"
-    return None
-
-
-class Interrupted(Exception):
-    """The user stopped the run; a checkpoint to resume from was saved."""
-
-
-class GradualUnfreeze(BaseFinetuning):
-    """ULMFiT-style unfreezing: head only at first, then one more encoder layer from the top every
-    `unfreeze_every` epochs, embeddings last; layer at depth d gets lr / lr_decay**d.
-
-    New parameter groups join the running LR schedule (a scheduler built before a group existed
-    would otherwise leave that group at a constant LR).
-    """
-
-    def __init__(self, unfreeze_every: int = 1, lr_decay: float = 1.0) -> None:
-        super().__init__()
-        self.unfreeze_every, self.lr_decay = unfreeze_every, lr_decay
-
-    @staticmethod
-    def stages(pl_module: L.LightningModule) -> list[nn.Module]:
-        """Unfreezing order: encoder layers top-down, then the embeddings."""
-        parts = anatomy(pl_module.model)
-        return [*reversed(list(parts.layers)), parts.embeddings]
-
-    def freeze_before_training(self, pl_module: L.LightningModule) -> None:
-        self.freeze(self.stages(pl_module))
-
-    def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: Optimizer) -> None:
-        known = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        base_lr = optimizer.defaults["lr"]
-        stages = self.stages(pl_module)
-        for depth, stage in enumerate(stages[: min(epoch // self.unfreeze_every, len(stages))], start=1):
-            self.make_trainable(stage)  # again after a resume, where the groups come back but not requires_grad
-            if all(id(p) in known for p in stage.parameters()):
-                continue
-            for group in pl_module.param_groups(stage.named_parameters(), lr=base_lr / self.lr_decay**depth):
-                group["params"] = [p for p in group["params"] if id(p) not in known]
-                optimizer.add_param_group(group)
-                self._join_schedule(pl_module.trainer, optimizer, optimizer.param_groups[-1])
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """On resume BaseFinetuning gives the optimizer every group back; the freshly built LambdaLR gets a
-        multiplier per group too, before Lightning loads its saved state (which has one per group)."""
-        super().on_fit_start(trainer, pl_module)
-        for config in trainer.lr_scheduler_configs:
-            lambdas = getattr(config.scheduler, "lr_lambdas", None)
-            if lambdas is not None:
-                lambdas += [lambdas[0]] * (len(config.scheduler.optimizer.param_groups) - len(lambdas))
-
-    @staticmethod
-    def _join_schedule(trainer: L.Trainer, optimizer: Optimizer, group: dict[str, Any]) -> None:
-        group["initial_lr"] = group["lr"]
-        for config in trainer.lr_scheduler_configs:
-            scheduler = config.scheduler
-            if scheduler.optimizer is not optimizer:
-                continue
-            scheduler.base_lrs.append(group["initial_lr"])
-            if hasattr(scheduler, "lr_lambdas"):  # LambdaLR: same multiplier as the first group
-                scheduler.lr_lambdas.append(scheduler.lr_lambdas[0])
-                group["lr"] = group["initial_lr"] * scheduler.lr_lambdas[0](scheduler.last_epoch)

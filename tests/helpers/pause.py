@@ -1,4 +1,4 @@
-"""Test-only callback (loaded by subprocesses as `tests.pause.PauseAt`): pauses a run once, at a given
+"""Test-only callback (loaded by subprocesses as `tests.helpers.pause.PauseAt`): pauses a run once, at a given
 step, so a test can kill or interrupt it there. The marker file makes the pause happen only once, so
 the resumed run can be the very same command."""
 

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import io
-import zlib
 
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ftcompare.reporting import CONFIG, SETTING, pareto_front
+from ftcompare.report.records import CONFIG, SETTING
+from ftcompare.report.tables import pareto_front
+from ftcompare.strategies import registry
 
 MAX_LABELS = 8
-COLORS = {"full": "tab:blue", "frozen": "tab:green", "lora": "tab:orange", "gradual": "tab:purple"}
+PALETTE = [f"tab:{c}" for c in ("blue", "orange", "green", "red", "purple", "brown", "pink", "olive", "cyan")]
 
 
 def _color(strategy: str) -> str:
-    palette = ["tab:red", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray"]
-    return COLORS.get(strategy, palette[zlib.crc32(strategy.encode()) % len(palette)])
+    """One colour per registered strategy, the same in every report; gray for a name the registry lacks."""
+    names = registry.names()
+    return PALETTE[names.index(strategy) % len(PALETTE)] if strategy in names else "tab:gray"
 
 
 def _png(fig: Figure) -> bytes:

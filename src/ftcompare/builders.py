@@ -1,0 +1,47 @@
+"""Everything a run needs, built from its composed config with `hydra.utils.instantiate`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ftcompare.data import TextClassificationDataModule
+from ftcompare.errors import ConfigError
+from ftcompare.strategies import FineTuningStrategy
+
+
+def instantiate_unwrapped(node: Any, **kwargs: Any) -> Any:
+    """`hydra.utils.instantiate`, letting our own ConfigError through unwrapped (one clear line)."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ConfigError):
+            raise err.__cause__ from None
+        raise
+
+
+def build_datamodule(cfg: DictConfig) -> TextClassificationDataModule:
+    return instantiate_unwrapped(cfg.data, _convert_="all")
+
+
+def build_module(cfg: DictConfig) -> FineTuningStrategy:
+    """The strategy's LightningModule with the shared model, labels, optimizer and schedule."""
+    return instantiate_unwrapped(
+        cfg.strategy,
+        _convert_="all",  # plain containers, so checkpoints load with weights_only=True
+        model=OmegaConf.to_container(cfg.model, resolve=True),
+        label_names=list(cfg.data.label_names),
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+    )
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    """The configured Trainer with the configured callbacks and loggers."""
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

@@ -1,0 +1,35 @@
+"""User-facing errors and the one-line exit of the entry points."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+
+class ConfigError(ValueError):
+    """Bad input: the message names the setting, the bad value and the fix."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class Interrupted(Exception):
+    """The user stopped the run; a checkpoint to resume from was saved."""
+
+
+def first_line(err: BaseException) -> str:
+    """An exception's message cut to its first line (for one-line errors), or its type when it has none."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+@contextlib.contextmanager
+def bad_input_exits(*errors: type[Exception]) -> Iterator[None]:
+    """For the entry points: bad input is one `error: ...` line on stderr and exit code 2."""
+    try:
+        yield
+    except (ConfigError, *errors) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

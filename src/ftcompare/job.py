@@ -1,0 +1,73 @@
+"""One Hydra job: train, or say in one line why not, record it in `error.json`, exit with a code that says so."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig
+
+from ftcompare.errors import ConfigError, Interrupted, TrainingDiverged, first_line
+from ftcompare.io import write_json
+from ftcompare.resume import resuming
+from ftcompare.training import train
+
+log = logging.getLogger(__name__)
+_INTERRUPTED_OUTSIDE_A_STEP = (
+    "interrupted outside a training step, no checkpoint saved. Fix: the same command with resume=true "
+    "continues from the last epoch's checkpoint, if the run got that far"
+)
+
+
+def run(cfg: DictConfig) -> float:
+    """What `train.py` runs; returns the best val accuracy (what sweepers maximise).
+
+    In a sweep a failed job returns NaN so the others still run (the report lists it as failed);
+    alone it exits non-zero: 2 for bad input, 1 for a failed run, 130 when interrupted (Ctrl-C stops
+    a sweep too). With resume=true a job that already finished is not run again.
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    metrics, error_file = output_dir / "metrics.json", output_dir / "error.json"
+    if resuming(cfg) and metrics.is_file():
+        log.info("already finished, not run again: %s", metrics)
+        return json.loads(metrics.read_text())["val"]["val/acc"]
+    error_file.unlink(missing_ok=True)  # from an earlier attempt of a resumed run
+    try:
+        return train(cfg)["val"]["val/acc"]
+    except (Exception, KeyboardInterrupt) as err:
+        status, code, message, expected = _classify(err)
+        trace = None if expected else traceback.format_exc()
+        if rank_zero_only.rank == 0:  # DDP: every process fails alike; one writes
+            write_json(error_file, {"status": status, "error": message, "type": type(err).__name__, "traceback": trace})
+        log.error("error: %s", message, exc_info=not expected)
+        print(f"error: {message}", file=sys.stderr)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        if status == "failed" and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            return float("nan")
+        raise SystemExit(code) from None
+
+
+def _classify(err: BaseException) -> tuple[str, int, str, bool]:
+    """(status, exit code, one-line message, expected) of an exception that ended a run; only an
+    unexpected one (a bug, most likely) gets its traceback recorded."""
+    if isinstance(err, ConfigError):
+        return "failed", 2, str(err), True
+    if isinstance(err, Interrupted):
+        return "interrupted", 130, str(err), True
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted", 130, _INTERRUPTED_OUTSIDE_A_STEP, True
+    if isinstance(err, TrainingDiverged):
+        return "failed", 1, str(err), True
+    if isinstance(err, torch.OutOfMemoryError):
+        return "failed", 1, f"out of memory ({first_line(err)}). Fix: a lower data.batch_size", True
+    message = f"{type(err).__name__}: {first_line(err)} (traceback in error.json and the job's log)"
+    return "failed", 1, message, False

