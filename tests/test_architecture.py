@@ -35,6 +35,8 @@ def imports(name: str) -> set[str]:
                 found.add(f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in MODULES else node.module)
         elif isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names if alias.name.startswith("ftcompare")}
+    if name == "ftcompare.strategies":  # its __init__ imports every module of the package (pkgutil)
+        found |= {module for module in MODULES if module.startswith(f"{name}.")}
     own_package = name if MODULES[name].name == "__init__.py" else name.rpartition(".")[0]
     for target in list(found):
         parts = target.split(".")

@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import json
 
+import lightning as L
 import pytest
 import torch
-from helpers import tiny_overrides
+from helpers import quiet_trainer, tiny_overrides
 from transformers import BertConfig, BertForSequenceClassification
 
 from ftcompare.benchmark import run, study_strategies
 from ftcompare.benchmark.clock import StepClock, training_flops
+from ftcompare.benchmark.loops import TrainerModel
+from ftcompare.builders import build_datamodule, build_module
 
 
 def test_flops_of_a_minilm_shaped_model_match_the_anchor():
-    """all-MiniLM-L6-v2: about 18 GFLOP per 256-token example for forward + backward (shared/anchors.md)."""
+    """all-MiniLM-L6-v2: about 18 GFLOP per 256-token example for forward + backward (docs/reference-figures.md)."""
     config = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
     flops = training_flops(BertForSequenceClassification(config), batch=1, length=256)
     assert flops == pytest.approx(18.0e9, rel=0.02)
@@ -38,7 +41,6 @@ def test_bench_runs_both_loops_for_every_strategy(tiny_models, reviews_csv, tmp_
     overrides = [o for o in tiny_overrides(tiny_models["bert"], reviews_csv) if "limit_" not in o]
     text = run(overrides, study_strategies(), warmup=1, steps=2, eval_samples=16, out_dir=tmp_path)
     record = json.loads((tmp_path / "bench.json").read_text())
-    assert set(record["runs"]) == set(study_strategies())
     for strategy, loops in record["runs"].items():
         for loop in ("ours", "trainer"):
             figures = loops[loop]
@@ -51,3 +53,25 @@ def test_bench_runs_both_loops_for_every_strategy(tiny_models, reviews_csv, tmp_
     for strategy in study_strategies():
         assert f"| {strategy}" in text
     assert "ours / Trainer" in text and "model FLOPs utilisation" in text
+
+
+def test_the_bench_times_the_studys_strategies_by_default():
+    assert study_strategies() == ["full", "frozen", "lora", "gradual"]  # conf/experiment/compare.yaml
+
+
+@pytest.mark.parametrize("strategy", ["frozen", "gradual", "lora"])
+def test_trainer_trains_the_parameters_our_loop_trains_first(compose_cfg, tiny_models, reviews_csv, strategy):
+    """Hugging Face Trainer gets the strategy's own module, frozen as our loop's first step has it."""
+    cfg = compose_cfg(f"strategy={strategy}", *tiny_overrides(tiny_models["bert"], reviews_csv))
+    first_step: set[str] = set()
+
+    class FirstStep(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            first_step.update(n for n, p in pl_module.named_parameters() if p.requires_grad)
+
+    module = build_module(cfg)
+    quiet_trainer(max_steps=1, limit_val_batches=0, callbacks=[FirstStep()]).fit(
+        module, datamodule=build_datamodule(cfg)
+    )
+    given = TrainerModel(build_module(cfg))
+    assert {n.removeprefix("module.") for n, p in given.named_parameters() if p.requires_grad} == first_step != set()

@@ -1,5 +1,5 @@
 """Bad input: one clear line naming the setting and the fix, a non-zero exit, and no result that looks
-finished. In-process through `ftcompare.training.run` (what `train.py` calls); the command-line
+finished. In-process through `ftcompare.job.run` (what `train.py` calls); the command-line
 path (exit codes, no traceback, Hydra's own refusals) is covered in test_train.py."""
 
 from __future__ import annotations
@@ -76,6 +76,12 @@ CASES = {
     "misspelt data key": (["+data.batchsize=4"], "did you mean data.batch_size?"),
     "misspelt trainer key": (["+trainer.max_epoch=4"], "did you mean trainer.max_epochs?"),
     "unknown class": (["strategy._target_=ftcompare.strategies.Nope"], "strategy._target_"),
+    "unregistered strategy name": (["strategy.name=nope"], "strategy.name='nope' is not a registered strategy"),
+    "class of another strategy": (
+        ["strategy=full", "strategy._target_=ftcompare.strategies.bitfit.BitFit"],
+        "is not the class registered for strategy 'full'",
+    ),
+    "strategy yaml without default_lr": (["~default_lr"], "default_lr"),
     "lora rank 0": (["strategy=lora", "strategy.r=0"], "strategy.r=0"),
     "lora dropout 1": (["strategy=lora", "strategy.dropout=1.0"], "strategy.dropout=1.0"),
     "unfreeze never": (["strategy=gradual", "strategy.unfreeze_every=2"], "never unfreezes"),

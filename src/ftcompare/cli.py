@@ -4,16 +4,14 @@ input into one `error: ...` line and exit code 2."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
+from ftcompare import CONF_DIR
 from ftcompare.errors import bad_input_exits
 from ftcompare.resolvers import register_resolvers
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def hydra_entry(config_name: str, task: Callable[[DictConfig], Any]) -> Callable[[], Any]:

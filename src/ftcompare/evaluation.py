@@ -27,6 +27,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     run = run_config(ckpt_path)
     run.data = OmegaConf.merge(run.data, cfg.data)
     run.trainer = OmegaConf.merge(run.trainer, cfg.trainer)
+    if run.trainer.get("profiler"):  # debug=profile: the profile of this evaluation goes beside eval.json
+        run.trainer.profiler.dirpath = cfg.paths.output_dir
     datamodule = build_datamodule(run)
     datamodule.setup("test")
     module = build_module(run)

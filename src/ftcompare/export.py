@@ -10,12 +10,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 from peft import PeftModel
-from transformers import AutoTokenizer
 
 from ftcompare.errors import ConfigError
 from ftcompare.io import write_json
-from ftcompare.models import load_pretrained
-from ftcompare.runs import load_trained
+from ftcompare.runs import load_tokenizer, load_trained, run_config
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +23,8 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path, out = Path(cfg.ckpt_path).expanduser(), Path(cfg.output_dir)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"output_dir={str(out)!r} is not empty. Fix: another output_dir")
-    run, module = load_trained(ckpt_path)
+    run = run_config(ckpt_path)
+    module = load_trained(ckpt_path, run)
     model = module.model
     if not hasattr(model, "save_pretrained"):
         raise ConfigError(
@@ -36,8 +35,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     if isinstance(model, PeftModel) and cfg.merge:
         model = model.merge_and_unload()  # plain transformers weights, the adapter folded in
     model.save_pretrained(out)
-    tokenizer = load_pretrained(AutoTokenizer, run.data.tokenizer, run.model.get("trust_remote_code", False))
-    tokenizer.save_pretrained(out)
+    load_tokenizer(run).save_pretrained(out)
     record = {
         "checkpoint": str(ckpt_path),
         "strategy": module.name,

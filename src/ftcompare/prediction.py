@@ -11,12 +11,10 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig
-from transformers import AutoTokenizer
 
 from ftcompare.errors import ConfigError
 from ftcompare.io import write_atomic
-from ftcompare.models import load_pretrained
-from ftcompare.runs import load_trained, run_config
+from ftcompare.runs import load_tokenizer, load_trained, run_config
 
 
 def read_texts(cfg: DictConfig, text_column: str) -> list[str]:
@@ -40,9 +38,9 @@ def read_texts(cfg: DictConfig, text_column: str) -> list[str]:
 def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     """Rebuild the run's strategy, load the checkpoint's weights, label the texts; print and write predictions.jsonl."""
     ckpt_path = Path(cfg.ckpt_path).expanduser()
-    texts = read_texts(cfg, run_config(ckpt_path).data.text_column)
-    run, module = load_trained(ckpt_path)
-    tokenizer = load_pretrained(AutoTokenizer, run.data.tokenizer, run.model.get("trust_remote_code", False))
+    run = run_config(ckpt_path)
+    texts = read_texts(cfg, run.data.text_column)  # bad input is refused before the model loads
+    module, tokenizer = load_trained(ckpt_path, run), load_tokenizer(run)
     bf16 = str(run.trainer.precision).startswith("bf16")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     module.to(device)

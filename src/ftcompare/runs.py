@@ -11,11 +11,12 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from ftcompare.builders import build_module
 from ftcompare.errors import ConfigError
 from ftcompare.io import write_atomic
-from ftcompare.resolvers import register_resolvers
+from ftcompare.models import load_pretrained
 from ftcompare.strategies import FineTuningStrategy
 
 RESOLVED_CONFIG = "resolved_config.yaml"
@@ -37,21 +38,26 @@ def run_dir_of(ckpt_path: Path) -> Path:
 
 
 def run_config(ckpt_path: Path) -> DictConfig:
-    """The resolved config of the run a checkpoint belongs to (runs older than `resolved_config.yaml`: the
-    composed config, resolved here)."""
-    run_dir = run_dir_of(ckpt_path)
-    if (run_dir / RESOLVED_CONFIG).is_file():
-        return OmegaConf.load(run_dir / RESOLVED_CONFIG)
-    register_resolvers()
-    return OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    """The resolved config of the run a checkpoint belongs to."""
+    resolved = run_dir_of(ckpt_path) / RESOLVED_CONFIG
+    if not resolved.is_file():
+        raise ConfigError(
+            f"ckpt_path={str(ckpt_path)!r}: its run folder has no {RESOLVED_CONFIG} (written by train.py since the "
+            "layout of src/ftcompare/strategies/). Fix: a checkpoint of a run trained with this version"
+        )
+    return OmegaConf.load(resolved)
 
 
-def load_trained(ckpt_path: Path) -> tuple[DictConfig, FineTuningStrategy]:
-    """The run's config and its strategy module with the checkpoint's weights, in eval mode (a checkpoint
-    of trained parameters only goes onto the base model the run's config names)."""
-    run = run_config(ckpt_path)
+def load_trained(ckpt_path: Path, run: DictConfig) -> FineTuningStrategy:
+    """The run's strategy module with the checkpoint's weights, in eval mode (a checkpoint of trained
+    parameters only goes onto the base model the run's config names)."""
     module = build_module(run)
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     module.on_load_checkpoint(checkpoint)
     module.load_state_dict(checkpoint["state_dict"])
-    return run, module.eval()
+    return module.eval()
+
+
+def load_tokenizer(run: DictConfig) -> PreTrainedTokenizerBase:
+    """The tokenizer the run trained with."""
+    return load_pretrained(AutoTokenizer, run.data.tokenizer, run.model.get("trust_remote_code", False))

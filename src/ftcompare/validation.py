@@ -30,6 +30,10 @@ CHECKED_GROUPS = ("strategy", "data", "optimizer", "scheduler", "trainer", "call
 def validate(cfg: DictConfig) -> None:
     """Fail fast on settings that can never work, before any model or data is loaded."""
     number_setting(cfg, "lr_multiplier", "lr_multiplier=1.0")
+    if OmegaConf.is_interpolation(cfg.optimizer, "lr"):  # the strategy's default_lr x lr_multiplier
+        number_setting(
+            cfg, "default_lr", "the strategy yaml's learning rate, e.g. default_lr: 1e-4, or optimizer.lr=..."
+        )
     number_setting(cfg, "optimizer.lr", "e.g. optimizer.lr=5e-5")
     integer_setting(cfg, "data.batch_size", "e.g. data.batch_size=16")
     if OmegaConf.select(cfg, "data.eval_batch_size") is not None:
@@ -46,10 +50,10 @@ def validate(cfg: DictConfig) -> None:
             f"Fix: one of {', '.join(PRECISIONS)}, or drop the override (auto: bf16-mixed where supported)"
         )
     _validate_launch(cfg)
+    strategy = registry.check(cfg.strategy)
     for group in CHECKED_GROUPS:
         check_keys(cfg.get(group), group)
-    registry.check(cfg.strategy)
-    registry.strategy_class(cfg.strategy.name).check_config(cfg)
+    strategy.check_config(cfg)
     name = OmegaConf.select(cfg, "model.name_or_path")
     looks_local = isinstance(name, str) and name.startswith(("/", ".", "~"))
     if not name or (looks_local and not Path(name).expanduser().exists()):

@@ -21,10 +21,10 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from ftcompare import CONF_DIR
 from ftcompare.benchmark.clock import matmul_flops
 from ftcompare.benchmark.loops import Bench
 from ftcompare.benchmark.table import machine, render
-from ftcompare.cli import CONF_DIR
 from ftcompare.io import write_atomic
 
 

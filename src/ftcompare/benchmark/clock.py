@@ -18,7 +18,6 @@ from ftcompare.callbacks import PeakMemory
 from ftcompare.models import anatomy
 
 
-# -- measuring ---------------------------------------------------------------------------------------
 def matmul_flops(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
     """FLOP/s of the fastest of `reps` n x n x n matmuls: the machine's practical ceiling for model
     compute (the best, because on a shared machine the mean moves with the neighbours' load)."""

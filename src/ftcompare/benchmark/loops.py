@@ -22,10 +22,10 @@ from torch.utils.data import DataLoader
 from transformers import Trainer, TrainingArguments
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from ftcompare import CONF_DIR
 from ftcompare.benchmark.clock import LightningTicks, StepClock, TrainerTicks, achieved_flops, memory_from_here
-from ftcompare.benchmark.table import REFERENCE  # full fine-tuning: every weight gets a gradient, so MFU counts
 from ftcompare.builders import build_datamodule, build_module, build_trainer
-from ftcompare.cli import CONF_DIR
+from ftcompare.report.reading import REFERENCE  # full fine-tuning: every weight trains, so MFU is defined
 from ftcompare.resolvers import register_resolvers
 from ftcompare.strategies import FineTuningStrategy, strategy_class
 

@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import platform
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import psutil
 import torch
 
+from ftcompare.report.reading import REFERENCE
 from ftcompare.resolvers import embedded_model_path
 
-REFERENCE = "full"  # the strategy others are compared with, as in the sweep report
 
-
-# -- the table -----------------------------------------------------------------------------------------
 def machine() -> str:
+    """The device the figures come from: the GPU, or the CPU's model and whether it has bf16 matmul units."""
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
-    return f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} CPU threads, torch {torch.__version__}"
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        info = ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    units = [flag for flag in ("amx_bf16", "avx512_bf16") if flag in info] or ["no bf16 units"]
+    return (
+        f"{model or platform.processor() or platform.machine()} ({', '.join(units)}), "
+        f"{psutil.cpu_count()} CPU threads, torch {torch.__version__}"
+    )
 
 
 def _fmt(value: Any) -> str:

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import io
+import zlib
 
 import pandas as pd
 from matplotlib.figure import Figure
 
 from ftcompare.report.records import CONFIG, SETTING
 from ftcompare.report.tables import pareto_front
-from ftcompare.strategies import registry
 
 MAX_LABELS = 8
-PALETTE = [f"tab:{c}" for c in ("blue", "orange", "green", "red", "purple", "brown", "pink", "olive", "cyan")]
+COLORS = {"full": "tab:blue", "frozen": "tab:green", "lora": "tab:orange", "gradual": "tab:purple"}  # the study's
+OTHERS = ["tab:red", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray"]
 
 
 def _color(strategy: str) -> str:
-    """One colour per registered strategy, the same in every report; gray for a name the registry lacks."""
-    names = registry.names()
-    return PALETTE[names.index(strategy) % len(PALETTE)] if strategy in names else "tab:gray"
+    """The same colour for a strategy in every report; a strategy outside the study's four gets one from its name."""
+    return COLORS.get(strategy, OTHERS[zlib.crc32(strategy.encode()) % len(OTHERS)])
 
 
 def _png(fig: Figure) -> bytes:

@@ -13,6 +13,8 @@ from ftcompare.report.records import SETTING, parse_overrides
 from ftcompare.report.tables import pareto_front
 from ftcompare.resume import command_overrides
 
+REFERENCE = "full"  # the strategy the others are compared with (else the most accurate)
+
 
 def _pct(part: float, whole: float) -> str:
     return f"{100 * part / whole:.3g}%" if whole else "n/a"
@@ -28,7 +30,7 @@ def reading(best: pd.DataFrame) -> list[str]:
     memory = "train_memory_mb" if best["train_memory_mb_mean"].notna().all() else "peak_memory_mb"
     for _, group in best.groupby(SETTING, dropna=False, sort=False):
         group = group.set_index("strategy")
-        reference = "full" if "full" in group.index else group["test_acc_mean"].idxmax()
+        reference = REFERENCE if REFERENCE in group.index else group["test_acc_mean"].idxmax()
         ref = group.loc[reference]
         prefix = f"[{ref['model']}, {ref['data']}] " if best[SETTING].drop_duplicates().shape[0] > 1 else ""
         for name, row in group.iterrows():

@@ -25,8 +25,11 @@ class GradualUnfreezing(FineTuningStrategy):
 
     @classmethod
     def check_config(cls, cfg: DictConfig) -> None:
+        if "lr_decay" in cfg.strategy:
+            number_setting(cfg, "strategy.lr_decay", "e.g. strategy.lr_decay=2.6, or 1.0 for one learning rate")
+        if "unfreeze_every" not in cfg.strategy:
+            return
         every = integer_setting(cfg, "strategy.unfreeze_every", "e.g. strategy.unfreeze_every=1")
-        number_setting(cfg, "strategy.lr_decay", "e.g. strategy.lr_decay=2.6, or 1.0 for one learning rate")
         epochs = OmegaConf.select(cfg, "trainer.max_epochs")
         if epochs is not None and every >= epochs:
             raise ConfigError(

@@ -55,8 +55,10 @@ class LoRA(FineTuningStrategy):
 
     @classmethod
     def check_config(cls, cfg: DictConfig) -> None:
-        integer_setting(cfg, "strategy.r", "the LoRA rank, e.g. strategy.r=8")
-        number_setting(cfg, "strategy.alpha", "e.g. strategy.alpha=16")
+        if "r" in cfg.strategy:
+            integer_setting(cfg, "strategy.r", "the LoRA rank, e.g. strategy.r=8")
+        if "alpha" in cfg.strategy:
+            number_setting(cfg, "strategy.alpha", "e.g. strategy.alpha=16")
         if cfg.strategy.get("dropout", 0) != 0:
             number_setting(cfg, "strategy.dropout", "e.g. strategy.dropout=0.1", high=1.0)
 

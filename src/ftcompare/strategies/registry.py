@@ -46,14 +46,22 @@ def strategy_class(name: str) -> type:
     return _STRATEGIES[name]
 
 
-def check(node: Any) -> None:
-    """A `strategy` config node names a registered strategy, and its `_target_` is that strategy's class."""
-    cls = strategy_class(node.get("name"))
+def check(node: Any) -> type:
+    """The class of a `strategy` config node, which must name a registered strategy in `name` and that
+    strategy's class in `_target_` (imported first: a strategy outside the package registers on import)."""
     target = node.get("_target_")
-    if target != f"{cls.__module__}.{cls.__qualname__}":
-        module, _, attr = str(target).rpartition(".")
-        if getattr(importlib.import_module(module), attr, None) is not cls:
-            raise ConfigError(
-                f"strategy._target_={target!r} is not the class registered for strategy {node.get('name')!r}. "
-                f"Fix: strategy._target_={cls.__module__}.{cls.__qualname__}"
-            )
+    module, _, attr = str(target).rpartition(".")
+    try:
+        imported = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ConfigError(
+            f"strategy._target_={target!r} cannot be imported ({type(err).__name__}: {err}). "
+            "Fix: check the spelling of the module and class"
+        ) from None
+    cls = strategy_class(node.get("name"))
+    if imported is not cls:
+        raise ConfigError(
+            f"strategy._target_={target!r} is not the class registered for strategy {node.get('name')!r}. "
+            f"Fix: strategy._target_={cls.__module__}.{cls.__qualname__}"
+        )
+    return cls
