@@ -46,7 +46,8 @@ def test_lora_checkpoint_holds_only_what_trained(trained):
 
 def test_lora_checkpoint_is_refused_on_another_base_model(trained, tmp_path):
     ckpt = Path(trained["lora"]["checkpoint"])
-    run, module = load_trained(ckpt)  # the base named in the run's config: loads strictly
+    run = run_config(ckpt)
+    module = load_trained(ckpt, run)  # the base named in the run's config: loads strictly
     other = tmp_path / "other_bert"
     torch.manual_seed(1)
     model = AutoModel.from_config(TINY_CONFIGS["bert"]())
@@ -87,7 +88,7 @@ def test_export_loads_with_plain_transformers_or_peft(trained, tmp_path, strateg
     loader = AutoPeftModelForSequenceClassification if as_adapter else AutoModelForSequenceClassification
     exported = loader.from_pretrained(folder).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    _, module = load_trained(Path(ckpt))
+    module = load_trained(Path(ckpt), run_config(Path(ckpt)))
     inputs = tokenizer(["A moving film.", "Dull and far too long."], padding=True, return_tensors="pt")
     with torch.no_grad():
         expected, got = module(dict(inputs)), exported(**inputs).logits
