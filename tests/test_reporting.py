@@ -190,8 +190,9 @@ def test_best_configuration_is_chosen_on_validation_not_test():
 
 
 def test_job_folder_names_keep_swept_values_and_drop_slashes():
-    name = job_dirname("data.source.data_files=/a/very/long/path.csv,seed=0,strategy=lora", max_len=40)
-    assert name.startswith("seed=0,strategy=lora,") and "/" not in name and len(name) <= 40
+    overrides = "data.source.data_files=/a/very/long/path.csv,optimizer.lr=0.001,seed=0,strategy=lora"
+    assert job_dirname(overrides) == "lora_lr0.001_seed0"  # pasteable: no `=`, `,` or `/`
+    assert job_dirname("data=files,data.batch_size=8", max_len=10) == "files_batc"
 
 
 def test_an_interrupted_write_leaves_the_previous_file_whole(tmp_path, monkeypatch):

@@ -10,6 +10,8 @@ state (9e-4) did to them when tried."""
 from __future__ import annotations
 
 import json
+import os
+import platform
 import signal
 import subprocess
 import time
@@ -19,6 +21,9 @@ import pytest
 import torch
 from helpers import finish, start, tiny_overrides
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from ftcompare.errors import RunInUse
+from ftcompare.resume import run_lock
 
 
 def command(tiny_models: dict[str, str], reviews_csv: str, *extra: str) -> list[str]:
@@ -120,18 +125,24 @@ def test_kill_9_mid_epoch_then_the_same_command_with_resume_ends_like_an_uninter
     assert metrics(elsewhere)["final"] == pytest.approx(uninterrupted["final"], rel=1e-4)
 
 
-def test_ctrl_c_finishes_the_step_saves_a_checkpoint_and_resumes_mid_epoch(
-    tmp_path, tiny_models, reviews_csv, uninterrupted
+@pytest.mark.parametrize(
+    ("signum", "exit_code", "words"),
+    [(signal.SIGINT, 130, "interrupted in epoch 1"), (signal.SIGTERM, 143, "terminated (SIGTERM) in epoch 1")],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_ctrl_c_or_sigterm_finishes_the_step_saves_a_checkpoint_and_resumes_mid_epoch(
+    tmp_path, tiny_models, reviews_csv, uninterrupted, signum, exit_code, words
 ):
+    """SIGTERM is what `kill`, `timeout` and a cluster's time limit or preemption send."""
     marker = tmp_path / "paused"
     args = command(tiny_models, reviews_csv, *pause(marker, step=4, seconds=3))  # epoch 1, second batch
     process = train(args, tmp_path)
     wait_for(marker, process)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr[-3000:]
+    assert process.returncode == exit_code, stderr[-3000:]
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "resume=true" in errors[0], stderr[-3000:]
+    assert len(errors) == 1 and words in errors[0] and "resume=true" in errors[0], stderr[-3000:]
     run_dir = only_run_dir(tmp_path)
     assert json.loads((run_dir / "error.json").read_text())["status"] == "interrupted"
     saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
@@ -180,3 +191,51 @@ def test_ctrl_c_twice_stops_at_once(tmp_path, tiny_models, reviews_csv):
     assert error["status"] == "interrupted" and "second Ctrl-C" in error["error"]
     saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert saved["global_step"] == 3  # the last epoch's checkpoint, untouched
+
+
+def test_resume_refuses_a_run_that_is_still_going_and_writes_nothing_into_it(tmp_path, tiny_models, reviews_csv):
+    marker = tmp_path / "paused"
+    args = command(tiny_models, reviews_csv, *pause(marker, step=4, seconds=60))
+    process = train(args, tmp_path)
+    wait_for(marker, process)
+    run_dir = only_run_dir(tmp_path)
+    before = sorted(p.name for p in run_dir.rglob("*") if p.is_file() and ".hydra" not in p.parts)
+
+    second = finish(train([*args, "resume=true"], tmp_path))
+    errors = [line for line in second.stderr.splitlines() if line.startswith("error:")]
+    assert second.returncode == 2 and len(errors) == 1, second.stderr[-3000:]
+    assert f"is in use by a run that is still going (pid {process.pid}" in errors[0] and "Fix:" in errors[0]
+    after = sorted(p.name for p in run_dir.rglob("*") if p.is_file() and ".hydra" not in p.parts)
+    assert after == before and not (run_dir / "error.json").exists()
+    assert only_run_dir(tmp_path) == run_dir
+
+    process.send_signal(signal.SIGTERM)  # stopped properly, the same command continues it
+    process.communicate(timeout=120)
+    assert process.returncode == 143 and not (run_dir / ".run.lock").exists()
+    result = finish(train([*args, "resume=true"], tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert metrics(run_dir)["epochs_run"] == 3
+
+
+def test_resume_with_nothing_to_resume_is_refused(tmp_path, tiny_models, reviews_csv):
+    """Another tool's folder with the same overrides (baselines.py) is not a run to continue either."""
+    overrides = command(tiny_models, reviews_csv)[2:]  # without the strategy: a baselines.py command line
+    baselines = finish(start("baselines.py", *overrides, cwd=tmp_path))
+    assert baselines.returncode == 0, baselines.stderr[-3000:]
+    result = finish(train([*overrides, "resume=true"], tmp_path))
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr[-3000:]
+    assert "resume=true: no earlier train.py run of this command" in errors[0] and "Fix:" in errors[0]
+    assert not list((tmp_path / "outputs").glob("*/*/metrics.json"))
+
+
+def test_a_stale_lock_is_taken_over_and_a_live_one_refused(tmp_path):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (tmp_path / ".run.lock").write_text(json.dumps({"pid": gone.pid, "host": platform.node(), "started": 0}))
+    with run_lock(tmp_path):
+        holder = json.loads((tmp_path / ".run.lock").read_text())
+        assert holder["pid"] == os.getpid()
+        with pytest.raises(RunInUse, match=f"pid {os.getpid()}"), run_lock(tmp_path):
+            pass
+    assert not (tmp_path / ".run.lock").exists()

@@ -53,8 +53,13 @@ def test_multirun_gives_one_result_per_strategy(tmp_path, tiny_models, reviews_c
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted((p for p in sweep.iterdir() if (p / ".hydra").is_dir()), key=lambda p: int(p.name.split("_")[0]))
     assert len(jobs) == 4
-    # one folder per job, named by its overrides (also the run's name in TensorBoard)
-    assert [job.name.split("strategy=")[1].split(",")[0] for job in jobs] == ["full", "frozen", "lora", "gradual"]
+    # one folder per job, named by its swept values (also the run's name in TensorBoard), strategy first
+    assert [job.name.split("_")[:2] for job in jobs] == [
+        ["0", "full"],
+        ["1", "frozen"],
+        ["2", "lora"],
+        ["3", "gradual"],
+    ]
     records = [json.loads((job / "metrics.json").read_text()) for job in jobs]
     assert [r["strategy"] for r in records] == ["full", "frozen", "lora", "gradual"]
     pct = {r["strategy"]: r["cost"]["params/trainable_pct"] for r in records}

@@ -16,7 +16,15 @@ class TrainingDiverged(RuntimeError):
 
 
 class Interrupted(Exception):
-    """The user stopped the run; a checkpoint to resume from was saved."""
+    """The run was stopped (Ctrl-C, SIGTERM); the exit code says by what (128 + the signal's number)."""
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class RunInUse(ConfigError):
+    """The run folder belongs to a run that is still going: nothing may be written into it."""
 
 
 def first_line(err: BaseException) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -13,14 +15,19 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from ftcompare.errors import ConfigError, Interrupted, TrainingDiverged, first_line
+from ftcompare.errors import ConfigError, Interrupted, RunInUse, TrainingDiverged, first_line
 from ftcompare.io import write_json
-from ftcompare.resume import resuming
+from ftcompare.resume import resuming, run_lock
 from ftcompare.training import train
 
 log = logging.getLogger(__name__)
+_TERMINATED_OUTSIDE_A_STEP = (
+    "terminated (SIGTERM) outside a training step, no checkpoint saved. Fix: the same command with resume=true "
+    "continues from the last epoch's checkpoint, if the run got that far"
+)
 _INTERRUPTED_OUTSIDE_A_STEP = (
     "interrupted outside a training step, no checkpoint saved. Fix: the same command with resume=true "
     "continues from the last epoch's checkpoint, if the run got that far"
@@ -31,18 +38,33 @@ def run(cfg: DictConfig) -> float:
     """What `train.py` runs; returns the best val accuracy (what sweepers maximise).
 
     In a sweep a failed job returns NaN so the others still run (the report lists it as failed);
-    alone it exits non-zero: 2 for bad input, 1 for a failed run, 130 when interrupted (Ctrl-C stops
-    a sweep too). With resume=true a job that already finished is not run again.
+    alone it exits non-zero: 2 for bad input, 1 for a failed run, 130 after Ctrl-C and 143 after SIGTERM
+    (either stops a sweep too). With resume=true a job that already finished is not run again, and a
+    folder another process still trains in is refused without writing to it.
     """
     output_dir = Path(cfg.paths.output_dir)
-    metrics, error_file = output_dir / "metrics.json", output_dir / "error.json"
+    metrics = output_dir / "metrics.json"
     if resuming(cfg) and metrics.is_file():
         log.info("already finished, not run again: %s", metrics)
         return json.loads(metrics.read_text())["val"]["val/acc"]
+    try:
+        with run_lock(output_dir) if rank_zero_only.rank == 0 else contextlib.nullcontext():
+            return _run(cfg, output_dir)
+    except RunInUse as err:
+        log.error("error: %s", err)
+        print(f"error: {err}", file=sys.stderr)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        raise SystemExit(2) from None
+
+
+def _run(cfg: DictConfig, output_dir: Path) -> float:
+    """Train, or record why not in `error.json` (and say it in one line)."""
+    error_file = output_dir / "error.json"
     error_file.unlink(missing_ok=True)  # from an earlier attempt of a resumed run
     try:
         return train(cfg)["val"]["val/acc"]
-    except (Exception, KeyboardInterrupt) as err:
+    except (Exception, KeyboardInterrupt, SIGTERMException) as err:
         status, code, message, expected = _classify(err)
         trace = None if expected else traceback.format_exc()
         if rank_zero_only.rank == 0:  # DDP: every process fails alike; one writes
@@ -62,7 +84,9 @@ def _classify(err: BaseException) -> tuple[str, int, str, bool]:
     if isinstance(err, ConfigError):
         return "failed", 2, str(err), True
     if isinstance(err, Interrupted):
-        return "interrupted", 130, str(err), True
+        return "interrupted", err.exit_code, str(err), True
+    if isinstance(err, SIGTERMException):
+        return "interrupted", 128 + signal.SIGTERM, _TERMINATED_OUTSIDE_A_STEP, True
     if isinstance(err, KeyboardInterrupt):
         return "interrupted", 130, _INTERRUPTED_OUTSIDE_A_STEP, True
     if isinstance(err, TrainingDiverged):

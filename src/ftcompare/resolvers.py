@@ -6,6 +6,7 @@ resolved to on the training machine (precision, paths, the learning rate) is wha
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import platform
 import re
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from ftcompare import CONF_DIR
 from ftcompare.errors import ConfigError
 from ftcompare.resume import run_dir
 
@@ -65,14 +67,29 @@ def scale(value: float, factor: float) -> float:
     return float(f"{float(value) * float(factor):.6g}")
 
 
-def job_dirname(override_dirname: str, max_len: int = 200) -> str:
-    """A sweep job's folder name from its overrides (`seed=0,strategy=full`): no `/`, bounded length.
+def job_dirname(override_dirname: str, max_len: int = 120) -> str:
+    """A sweep job's folder name from its overrides, to paste as is: `strategy=full,seed=0` gives `full_seed0`.
 
-    Overrides whose values are paths go last, so the short, swept ones survive the length limit.
+    A config group's choice is its value (`full`), any other setting its last key part and value (`seed0`,
+    `lr0.001`); the strategy comes first, paths are left out (the overrides are in the job's `.hydra/`).
     """
-    items = sorted(override_dirname.split(","), key=lambda item: "/" in item)
-    safe = re.sub(r"[^\w=,.+-]+", "-", ",".join(items)).strip("-")
-    return safe[:max_len]
+    parts = []
+    for item in override_dirname.split(","):
+        key, _, value = item.partition("=")
+        if "/" in value or not value:
+            continue
+        parts.append(value if key in _config_groups() else f"{key.rsplit('.', 1)[-1]}{value}")
+    parts.sort(key=lambda part: part != _value_of(override_dirname, "strategy"))
+    return re.sub(r"[^\w.+-]+", "-", "_".join(parts)).strip("-")[:max_len]
+
+
+@functools.cache
+def _config_groups() -> frozenset[str]:
+    return frozenset(path.name for path in CONF_DIR.iterdir() if path.is_dir())
+
+
+def _value_of(override_dirname: str, key: str) -> str | None:
+    return next((item.split("=", 1)[1] for item in override_dirname.split(",") if item.startswith(f"{key}=")), None)
 
 
 RESOLVERS = {

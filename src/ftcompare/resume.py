@@ -8,17 +8,26 @@ continuation exact travels in the checkpoint: the module's RNG state (`checkpoin
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
+import platform
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from ftcompare.errors import ConfigError
+from ftcompare.errors import ConfigError, RunInUse
 
 log = logging.getLogger(__name__)
 RESUME_KEYS = ("resume", "ckpt_path")
+LOCK = ".run.lock"  # in a run folder while a process trains there
+TRAINING_JOB = "train"  # hydra.job.name of train.py's runs: other tools' folders are never resumed
 
 
 def wants_resume(resume: bool | None, ckpt_path: str | None) -> bool:
@@ -36,29 +45,95 @@ def command_overrides(overrides: list[str]) -> list[str]:
 
 
 _RUN_DIRS: dict[tuple[str, str], str] = {}
+_NOTHING_FOUND: set[Path] = set()  # folders run_dir made up because resume=true found no earlier run
 
 
 def run_dir(root: str, stamp: str, resume: bool, ckpt_path: str | None, *, _root_: DictConfig) -> str:
     """The `${ftc.run_dir:...}` resolver: `root/stamp`, or with resume=true the newest earlier folder of the
     same command (a run's `.hydra/overrides.yaml` or a sweep's `multirun.yaml`)."""
-    fresh = f"{root}/{stamp}"
     if not wants_resume(resume, ckpt_path):
-        return fresh
+        return f"{root}/{stamp}"
     key = (root, stamp)  # a sweep's jobs resolve its folder again, with their own overrides: same answer
     if key not in _RUN_DIRS:
-        _RUN_DIRS[key] = _previous_dir(root, _root_) or fresh
+        found = _previous_dir(root, command_overrides(list(_root_.hydra.overrides.task)))
+        if found is None:  # Hydra cannot show an error raised here: the run refuses itself (check_resumable)
+            found = f"{root}/{stamp}"
+            _NOTHING_FOUND.add(Path(found).resolve())
+        _RUN_DIRS[key] = found
     return _RUN_DIRS[key]
 
 
-def _previous_dir(root: str, cfg: DictConfig) -> str | None:
-    wanted = set(command_overrides(list(cfg.hydra.overrides.task)))
-    records = [*Path(root).glob("*/*/.hydra/overrides.yaml"), *Path(root).glob("*/*/multirun.yaml")]
+def check_resumable(cfg: DictConfig) -> None:
+    """resume=true must have found an earlier run of the same command to continue."""
+    output_dir = Path(cfg.paths.output_dir).resolve()
+    if resuming(cfg) and _NOTHING_FOUND & {output_dir, *output_dir.parents}:
+        raise ConfigError(
+            "resume=true: no earlier train.py run of this command (the same overrides, resume=true aside) under "
+            "outputs/ or multirun/. Fix: drop resume=true to start a new run, or repeat the overrides of the run "
+            "to continue"
+        )
+
+
+def _previous_dir(root: str, wanted: list[str]) -> str | None:
+    """The newest run (`.hydra/`) or sweep (`multirun.yaml`) folder of train.py with these overrides."""
+    records = [*Path(root).glob("*/*/.hydra/hydra.yaml"), *Path(root).glob("*/*/multirun.yaml")]
     for record in sorted(records, key=lambda r: r.relative_to(root).parts[:2], reverse=True):
-        loaded = OmegaConf.load(record)
-        overrides = loaded.hydra.overrides.task if record.name == "multirun.yaml" else loaded
-        if set(command_overrides(list(overrides))) == wanted:
+        hydra_cfg = OmegaConf.load(record).hydra
+        if hydra_cfg.job.name == TRAINING_JOB and set(command_overrides(list(hydra_cfg.overrides.task))) == set(wanted):
             return "/".join([root, *record.relative_to(root).parts[:2]])
     return None
+
+
+def lock_holder(run_dir: Path) -> dict[str, Any] | None:
+    """Who holds the run folder's lock, if that process still runs (on this host; a lock from another host
+    cannot be checked from here and counts as held)."""
+    try:
+        holder = json.loads((run_dir / LOCK).read_text())
+    except (OSError, ValueError):
+        return None
+    if holder.get("host") != platform.node():
+        return holder
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return None  # stale: its process is gone
+    except PermissionError:
+        pass  # alive, another user's
+    return holder
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Held while this process trains in `run_dir`: a second process for the same folder (resume=true of a
+    run that is still going) is refused with RunInUse, before it writes anything there."""
+    lock = run_dir / LOCK
+    run_dir.mkdir(parents=True, exist_ok=True)
+    mine = {"pid": os.getpid(), "host": platform.node(), "started": time.time()}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            holder = lock_holder(run_dir)
+            if holder is not None:
+                raise RunInUse(
+                    f"{run_dir} is in use by a run that is still going (pid {holder['pid']} on {holder['host']}, "
+                    f"started {time.ctime(holder['started'])}). Fix: wait for it to end, or stop it (kill "
+                    f"{holder['pid']}) and run the same command with resume=true; if that process is gone, "
+                    f"delete {lock}"
+                ) from None
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(mine, f)
+        break
+    else:
+        raise RunInUse(f"{run_dir}: another process took its lock at the same time. Fix: run one of them only")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(lock.read_text())["pid"] == mine["pid"]:
+                lock.unlink()
 
 
 def last_checkpoint(trainer: L.Trainer) -> Path | None:

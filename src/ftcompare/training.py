@@ -17,7 +17,7 @@ from ftcompare.io import write_json
 from ftcompare.models import check_backbone
 from ftcompare.provenance import next_job_in_process, process_info, provenance
 from ftcompare.report.tables import summary_line
-from ftcompare.resume import last_checkpoint, resume_from
+from ftcompare.resume import check_resumable, last_checkpoint, resume_from
 from ftcompare.runs import save_resolved_config
 from ftcompare.validation import validate
 
@@ -52,6 +52,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit one strategy, evaluate its best checkpoint on val and test, write `metrics.json`."""
     started, jobs_before = time.time(), next_job_in_process()
     validate(cfg)
+    check_resumable(cfg)
     check_backbone(OmegaConf.to_container(cfg.model, resolve=True), cfg.data.max_length)
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)

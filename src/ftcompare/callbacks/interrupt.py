@@ -1,4 +1,4 @@
-"""Ctrl-C as a clean stop: finish the step, save a checkpoint to resume from, say how."""
+"""Ctrl-C and SIGTERM as a clean stop: finish the step, save a checkpoint to resume from, say how."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ from ftcompare.resume import last_checkpoint
 
 
 class GracefulInterrupt(L.Callback):
-    """Ctrl-C once: the current step finishes, a checkpoint is saved, and the run stops with `Interrupted`
-    (resume it with the same command and resume=true). Ctrl-C twice: it stops at once, and a resume
-    starts from the last epoch's checkpoint."""
+    """Ctrl-C once, or SIGTERM (`kill`, `timeout`, a cluster's time limit or preemption): the current step
+    finishes, a checkpoint is saved, and the run stops with `Interrupted` (resume it with the same command
+    and resume=true). Ctrl-C twice: it stops at once, and a resume starts from the last epoch's checkpoint.
+    SIGTERM is noted by Lightning's own handler (`trainer.received_sigterm`), which this callback acts on
+    before Lightning would end the process without a checkpoint."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -39,13 +41,15 @@ class GracefulInterrupt(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if not self.requested:
+        if not (self.requested or trainer.received_sigterm):
             return
         path = last_checkpoint(trainer) or Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
         trainer.save_checkpoint(path)
+        how, code = ("interrupted", 130) if self.requested else ("terminated (SIGTERM)", 128 + signal.SIGTERM)
         raise Interrupted(
-            f"interrupted in epoch {trainer.current_epoch} after step {trainer.global_step}; checkpoint saved to "
-            f"{path}. Fix: run the same command with resume=true to continue"
+            f"{how} in epoch {trainer.current_epoch} after step {trainer.global_step}; checkpoint saved to "
+            f"{path}. Fix: run the same command with resume=true to continue",
+            exit_code=code,
         )
 
     def _restore_handler(self, *args: Any) -> None:

@@ -44,7 +44,7 @@ class Report:
 
     def header(self) -> list[str]:
         counts = self.runs["status"].value_counts()
-        runs = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "failed", "interrupted", "incomplete"))
+        runs = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "running", "failed", "interrupted", "incomplete"))
         lines = [f"Sweep: `{self.sweep_dir}`", f"Runs: {runs}"]
         command = _sweep_command(self.sweep_dir)
         if command:

@@ -11,7 +11,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from ftcompare.resolvers import register_resolvers
-from ftcompare.resume import command_overrides
+from ftcompare.resume import command_overrides, lock_holder
 
 # results.csv column -> where it lives in metrics.json
 MEASURED = {
@@ -67,8 +67,11 @@ def _split_label(cfg: DictConfig) -> str:
 
 
 def _failure(job_dir: Path) -> tuple[str, str]:
-    """Status and reason of a run without metrics.json: what it wrote to error.json (`failed`,
-    `interrupted`), else the last error it logged, else `incomplete`."""
+    """Status and reason of a run without metrics.json: `running` while a process holds its lock, else what it
+    wrote to error.json (`failed`, `interrupted`), else the last error it logged, else `incomplete`."""
+    holder = lock_holder(job_dir)
+    if holder is not None:
+        return "running", f"pid {holder['pid']} on {holder['host']}"
     error_file = job_dir / "error.json"
     if error_file.is_file():
         error = json.loads(error_file.read_text())
@@ -79,7 +82,7 @@ def _failure(job_dir: Path) -> tuple[str, str]:
         errors += [line.split(" - ", 1)[-1] for line in lines if "ERROR" in line]
     if errors:
         return "failed", errors[-1]
-    return "incomplete", "no metrics.json and no error logged: still running, or killed"
+    return "incomplete", "no metrics.json and no error logged: killed (kill -9, power cut) or never started"
 
 
 def collect_runs(sweep_dir: Path) -> pd.DataFrame:
