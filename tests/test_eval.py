@@ -7,7 +7,7 @@ import csv
 import json
 
 import pytest
-from helpers import run_script, tiny_overrides
+from helpers import run_script, tiny_overrides, write_csv
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -67,3 +67,12 @@ def test_predict_labels_texts_and_reproduces_the_test_accuracy(tmp_path, tiny_mo
         "predict.py", f"ckpt_path={record['checkpoint']}", "text=A moving film.", f"hydra.run.dir={tmp_path / 'q'}"
     )
     assert one.returncode == 0 and json.loads(one.stdout.strip().splitlines()[-1])["text"] == "A moving film."
+    assert f"predictions written to {tmp_path / 'q' / 'predictions.jsonl'}" in one.stderr
+
+    renamed = write_csv(tmp_path / "renamed.csv", [[text] for text in test["text"][:3]], header=("review",))
+    ckpt = f"ckpt_path={record['checkpoint']}"
+    other = run_script("predict.py", ckpt, f"input={renamed}", "text_column=review", f"hydra.run.dir={tmp_path / 'r'}")
+    assert other.returncode == 0, other.stderr[-3000:]
+    assert len((tmp_path / "r" / "predictions.jsonl").read_text().splitlines()) == 3
+    missing = run_script("predict.py", ckpt, f"input={renamed}", f"hydra.run.dir={tmp_path / 's'}")
+    assert missing.returncode == 2 and "has no column 'text'; it has ['review']" in missing.stderr

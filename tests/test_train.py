@@ -19,6 +19,8 @@ PROMISED_TAGS = {
     "val/auroc",
     "val/loss",
     "test/acc",
+    "val/examples",
+    "test/examples",
     "perf/epoch_time_s",
     "perf/step_time_ms",
     "perf/train_samples_per_s",
@@ -70,6 +72,9 @@ def test_multirun_gives_one_result_per_strategy(tmp_path, tiny_models, reviews_c
     assert set(records[0]["provenance"]["split_fingerprints"]) == {"train", "validation", "test"}
     for job, record in zip(jobs, records, strict=True):
         assert 0 <= record["test"]["test/acc"] <= 1 and 0 <= record["val"]["val/acc"] <= 1
+        # the slicing is on record, with the examples the figures rest on: test_size 32, val 2 batches of 32
+        assert record["slicing"]["limit_test_batches"] == 2 and record["slicing"]["fast_dev_run"] is False
+        assert record["test"]["test/examples"] == 32 and record["val"]["val/examples"] == 32
         assert record["cost"]["perf/train_samples_per_s"] > 0 and record["cost"]["perf/peak_memory_mb"] > 0
         assert Path(record["checkpoint"]).is_file() and record["cost"]["checkpoint_size_mb"] > 0
         missing = PROMISED_TAGS - scalar_tags(job)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from ftcompare.runs import load_tokenizer, load_trained, run_config
 
 
 def read_texts(cfg: DictConfig, text_column: str) -> list[str]:
-    """`text=` one text; `input=` a .txt (a text per non-empty line) or a .csv (the run's text column)."""
+    """`text=` one text; `input=` a .txt (a text per non-empty line) or a .csv (its `text_column`: the one
+    given, else the run's)."""
     if (cfg.text is None) == (cfg.input is None):
         raise ConfigError("give exactly one of text=... or input=<file.txt|file.csv>. Fix: e.g. text='A moving film.'")
     if cfg.text is not None:
@@ -31,7 +33,10 @@ def read_texts(cfg: DictConfig, text_column: str) -> list[str]:
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
     if rows and text_column not in rows[0]:
-        raise ConfigError(f"input={cfg.input!r} has no column {text_column!r}. Fix: name the text column {text_column}")
+        raise ConfigError(
+            f"input={cfg.input!r} has no column {text_column!r}; it has {list(rows[0])}. "
+            "Fix: text_column=<the column that holds the texts>"
+        )
     return [row[text_column] for row in rows]
 
 
@@ -39,7 +44,7 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     """Rebuild the run's strategy, load the checkpoint's weights, label the texts; print and write predictions.jsonl."""
     ckpt_path = Path(cfg.ckpt_path).expanduser()
     run = run_config(ckpt_path)
-    texts = read_texts(cfg, run.data.text_column)  # bad input is refused before the model loads
+    texts = read_texts(cfg, cfg.text_column or run.data.text_column)  # bad input is refused before the model loads
     module, tokenizer = load_trained(ckpt_path, run), load_tokenizer(run)
     bf16 = str(run.trainer.precision).startswith("bf16")
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -56,7 +61,8 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
             predictions.append({"label": label, "probabilities": scores, "text": text})
     lines = [json.dumps(p, ensure_ascii=False) for p in predictions]
     print("\n".join(lines))
-    write_atomic(Path(cfg.paths.output_dir) / "predictions.jsonl", "\n".join(lines) + "\n")
+    written = write_atomic(Path(cfg.paths.output_dir) / "predictions.jsonl", "\n".join(lines) + "\n")
+    print(f"predictions written to {written}", file=sys.stderr)  # stdout holds only the JSON lines
     return predictions
 
 

@@ -22,6 +22,7 @@ from ftcompare.runs import save_resolved_config
 from ftcompare.validation import validate
 
 log = logging.getLogger(__name__)
+SLICING = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "fast_dev_run")
 HPARAM_COSTS = (
     *("perf/fit_time_s", "perf/train_samples_per_s", "perf/peak_memory_mb", "perf/train_memory_mb"),
     "params/trainable",
@@ -90,6 +91,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "seed": cfg.seed,
         "data": {k: cfg.data[k] for k in ("train_size", "val_size", "test_size", "split_seed")},
         "epochs_run": int(cost.pop("perf/epochs_trained", trainer.current_epoch)),
+        "slicing": {key: cfg.trainer.get(key) for key in SLICING},  # val/test examples scored: val/, test/examples
         "device": str(trainer.strategy.root_device),
         "devices": trainer.world_size,  # DDP processes; batch_size is per process
         "val": {k: float(v) for k, v in val.items()},

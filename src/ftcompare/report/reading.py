@@ -33,6 +33,12 @@ def reading(best: pd.DataFrame) -> list[str]:
         reference = REFERENCE if REFERENCE in group.index else group["test_acc_mean"].idxmax()
         ref = group.loc[reference]
         prefix = f"[{ref['model']}, {ref['data']}] " if best[SETTING].drop_duplicates().shape[0] > 1 else ""
+        if "(" in ref["split"]:  # marked by records._split_label
+            sliced = ref["split"].split("(", 1)[1].rstrip(")")
+            sentences.append(
+                f"{prefix}these runs were sliced for a look ({sliced}): no conclusions are drawn from them."
+            )
+            continue
         for name, row in group.iterrows():
             if name == reference:
                 continue

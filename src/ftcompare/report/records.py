@@ -41,6 +41,8 @@ OWN_COLUMNS = {
     *("data.train_size", "data.val_size", "data.test_size"),
 }
 # Config choices that shape a whole sweep rather than one run: not part of a run's configuration.
+# Below this many test examples one example moves accuracy by more than 0.5 points: a look, not a comparison.
+MIN_TEST_SIZE = 200
 SWEEP_CHOICES = ("experiment=", "hparams_search=")
 
 
@@ -58,12 +60,15 @@ def _model_name(cfg: DictConfig, choice: str | None) -> str:
 
 
 def _split_label(cfg: DictConfig) -> str:
-    """`train/val/test seed S`, marked when the run evaluated only part of the splits (debug limits)."""
+    """`train/val/test seed S`, marked when the run was sliced for a look: it trained or evaluated only part of
+    the splits (debug limits), or its test split is too small to tell strategies apart."""
     sizes = "/".join(str(_select(cfg, f"data.{k}_size")) for k in ("train", "val", "test"))
     limited = _select(cfg, "trainer.fast_dev_run") or any(
         _select(cfg, f"trainer.limit_{k}_batches") not in (None, 1.0) for k in ("train", "val", "test")
     )
-    return f"{sizes} seed {_select(cfg, 'data.split_seed')}" + (" (limited batches)" if limited else "")
+    small = (_select(cfg, "data.test_size") or 0) < MIN_TEST_SIZE
+    mark = " (limited batches)" if limited else f" (test split under {MIN_TEST_SIZE})" if small else ""
+    return f"{sizes} seed {_select(cfg, 'data.split_seed')}{mark}"
 
 
 def _failure(job_dir: Path) -> tuple[str, str]:

@@ -158,6 +158,8 @@ class FineTuningStrategy(L.LightningModule):
         loss = F.cross_entropy(logits.float(), batch["labels"])
         metrics.update(self._scores(logits), batch["labels"])
         self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=stage == "val", batch_size=len(logits), sync_dist=True)
+        # how many examples the figures rest on (a sliced run scores fewer than the split holds)
+        self.log(f"{stage}/examples", float(len(logits)), on_epoch=True, reduce_fx="sum", sync_dist=True)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, self.val_metrics, "val")
