@@ -3,13 +3,17 @@ and the training memory leaves out what the process held before the run."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
 import pytest
 import torch
+from helpers import quiet_trainer, tiny_overrides
 
+from ftcompare.builders import build_datamodule, build_module
 from ftcompare.callbacks import PeakMemory
+from ftcompare.callbacks.forecast import Forecast, duration
 
 
 def touch(mb: int) -> torch.Tensor:
@@ -68,3 +72,18 @@ def test_memory_an_earlier_run_freed_counts_again_for_the_next_run():
     out = subprocess.run([sys.executable, "-c", FREED_THEN_REUSED], capture_output=True, text=True, check=True)
     first, second = map(float, out.stdout.split())
     assert first > 200 and second > 0.9 * first, (first, second)
+
+
+def test_the_forecast_comes_once_after_the_first_steps_and_counts_the_whole_run(
+    compose_cfg, tiny_models, reviews_csv, caplog
+):
+    cfg = compose_cfg("strategy=full", *tiny_overrides(tiny_models["bert"], reviews_csv))
+    trainer = quiet_trainer(
+        max_epochs=2, limit_train_batches=3, limit_val_batches=2, num_sanity_val_steps=1, callbacks=[Forecast(2)]
+    )
+    with caplog.at_level(logging.INFO, logger="ftcompare.callbacks.forecast"):
+        trainer.fit(build_module(cfg), datamodule=build_datamodule(cfg))
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("forecast:")]
+    # 2 epochs x 3 steps; 3 validations (2 epochs + the best checkpoint again) of 1 batch + 1 test batch
+    assert "(6 training steps at" in line and "4 evaluation batches at" in line and "debug=limit" in line
+    assert duration(45) == "45 s" and duration(14 * 60) == "14 min" and duration(137 * 60) == "2 h 17 min"

@@ -1,8 +1,11 @@
-"""Reading one setting of a composed config: the value, or one ConfigError naming the setting and the fix."""
+"""Reading one setting of a composed config (a number, or the object a `_target_` names), or one ConfigError
+naming the setting and the fix."""
 
 from __future__ import annotations
 
+import importlib
 import math
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -24,3 +27,15 @@ def number_setting(cfg: DictConfig, key: str, fix: str, low: float = 0.0, high: 
         bounds = f"> {low:g}" if high == math.inf else f"between {low:g} and {high:g} (exclusive)"
         raise ConfigError(f"{key}={value!r} is invalid: it must be a finite number {bounds}. Fix: {fix}")
     return value
+
+
+def target_setting(key: str, target: str) -> Any:
+    """The object a `_target_` string names (`module.attribute`), imported."""
+    module, _, name = str(target).rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ConfigError(
+            f"{key}={target!r} cannot be imported ({type(err).__name__}: {err}). "
+            "Fix: check the spelling of the module and class"
+        ) from None

@@ -7,7 +7,6 @@ Settings every run has are checked here; a strategy's own knobs are checked by i
 from __future__ import annotations
 
 import difflib
-import importlib
 import inspect
 from pathlib import Path
 from typing import Any, get_args
@@ -19,7 +18,7 @@ from lightning.fabric.plugins.precision.precision import _PRECISION_INPUT
 from omegaconf import DictConfig, OmegaConf
 
 from ftcompare.errors import ConfigError
-from ftcompare.settings import integer_setting, number_setting
+from ftcompare.settings import integer_setting, number_setting, target_setting
 from ftcompare.strategies import registry
 
 PRECISIONS = sorted({str(p) for literal in get_args(_PRECISION_INPUT) for p in get_args(literal)})
@@ -86,14 +85,7 @@ def check_keys(node: Any, path: str) -> None:
         return
     target_name = node.get("_target_")
     if isinstance(target_name, str):
-        module, _, name = target_name.rpartition(".")
-        try:
-            target = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError, ValueError) as err:
-            raise ConfigError(
-                f"{path}._target_={target_name!r} cannot be imported ({type(err).__name__}: {err}). "
-                "Fix: check the spelling of the module and class"
-            ) from None
+        target = target_setting(f"{path}._target_", target_name)
         accepted = accepted_arguments(target)
         for key in node:
             if accepted is not None and key not in accepted | HYDRA_KEYS:

@@ -1,7 +1,8 @@
-"""Lightning callbacks: the cost monitor behind the comparison, gradual unfreezing, Ctrl-C handling."""
+"""Lightning callbacks: the cost monitor behind the comparison, the forecast, gradual unfreezing, Ctrl-C handling."""
 
 from ftcompare.callbacks.cost_monitor import CostMonitor, PeakMemory
+from ftcompare.callbacks.forecast import Forecast
 from ftcompare.callbacks.gradual_unfreezing import GradualUnfreeze
 from ftcompare.callbacks.interrupt import GracefulInterrupt
 
-__all__ = ["CostMonitor", "GracefulInterrupt", "GradualUnfreeze", "PeakMemory"]
+__all__ = ["CostMonitor", "Forecast", "GracefulInterrupt", "GradualUnfreeze", "PeakMemory"]

@@ -8,11 +8,11 @@ of this package is imported when the package is, so a new strategy is one module
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ftcompare.errors import ConfigError
+from ftcompare.settings import target_setting
 
 T = TypeVar("T", bound=type)
 _STRATEGIES: dict[str, type] = {}
@@ -50,14 +50,7 @@ def check(node: Any) -> type:
     """The class of a `strategy` config node, which must name a registered strategy in `name` and that
     strategy's class in `_target_` (imported first: a strategy outside the package registers on import)."""
     target = node.get("_target_")
-    module, _, attr = str(target).rpartition(".")
-    try:
-        imported = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise ConfigError(
-            f"strategy._target_={target!r} cannot be imported ({type(err).__name__}: {err}). "
-            "Fix: check the spelling of the module and class"
-        ) from None
+    imported = target_setting("strategy._target_", target)
     cls = strategy_class(node.get("name"))
     if imported is not cls:
         raise ConfigError(

@@ -1,0 +1,83 @@
+"""A forecast before the wait: after the first few steps, how long the whole run will take, and the quicker options."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import lightning as L
+
+log = logging.getLogger(__name__)
+
+
+def duration(seconds: float) -> str:
+    """`2 h 17 min`, `14 min`, `40 s`."""
+    minutes = round(seconds / 60)
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
+
+
+class Forecast(L.Callback):
+    """Logs the estimated time of the whole fit once `after_steps` training steps are timed (the first step,
+    which pays one-time costs, is left out): the steps still to run at the mean step time so far, plus every
+    validation and the test at the per-batch time of the sanity check (not counted when it is switched off)."""
+
+    def __init__(self, after_steps: int = 5) -> None:
+        self.after_steps = after_steps
+        self.step_times: list[float] = []
+        self.eval_batch_time: float | None = None
+        self.done = False
+
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._sanity_start = time.perf_counter()
+
+    def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        batches = sum(trainer.num_sanity_val_batches)
+        if batches:
+            self.eval_batch_time = (time.perf_counter() - self._sanity_start) / batches
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
+        self._step_start = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self.done:
+            return
+        self.step_times.append(time.perf_counter() - self._step_start)
+        if len(self.step_times) <= self.after_steps:  # the first of them is left out
+            return
+        self.done = True
+        step = sum(self.step_times[1:]) / self.after_steps
+        total_steps = int(trainer.estimated_stepping_batches)
+        seconds = (total_steps - trainer.global_step) * step
+        evaluation = "validation and test not timed (no sanity check)"
+        if self.eval_batch_time is not None:
+            epochs_left = (trainer.max_epochs or 1) - trainer.current_epoch
+            # each epoch's validation, then the best checkpoint's validation again and the test
+            batches = (epochs_left + 1) * sum(trainer.num_val_batches) + _test_batches(trainer)
+            seconds += batches * self.eval_batch_time
+            evaluation = f"{batches} evaluation batches at {self.eval_batch_time:.2g} s"
+        log.info(
+            "forecast: this run ends in about %s (%d training steps at %.3g s, %s). Quicker: debug=limit for a "
+            "look at a few batches, a GPU (trainer.accelerator=gpu), or model.attention_dropout=0.0 on a CPU",
+            duration(seconds),
+            total_steps,
+            step,
+            evaluation,
+        )
+
+
+def _test_batches(trainer: L.Trainer) -> int:
+    """Test batches of the datamodule's test split, as `limit_test_batches` cuts them."""
+    loader = trainer.datamodule.test_dataloader() if trainer.datamodule is not None else None
+    if loader is None:
+        return 0
+    limit = trainer.limit_test_batches
+    return (
+        len(loader)
+        if limit is None
+        else min(len(loader), int(limit if isinstance(limit, int) else limit * len(loader)))
+    )
