@@ -195,7 +195,7 @@ def test_ctrl_c_twice_stops_at_once(tmp_path, tiny_models, reviews_csv):
 
 def test_resume_refuses_a_run_that_is_still_going_and_writes_nothing_into_it(tmp_path, tiny_models, reviews_csv):
     marker = tmp_path / "paused"
-    args = command(tiny_models, reviews_csv, *pause(marker, step=4, seconds=60))
+    args = command(tiny_models, reviews_csv, *pause(marker, step=4, seconds=30))
     process = train(args, tmp_path)
     wait_for(marker, process)
     run_dir = only_run_dir(tmp_path)

@@ -51,11 +51,16 @@ def run(cfg: DictConfig) -> float:
         with run_lock(output_dir) if rank_zero_only.rank == 0 else contextlib.nullcontext():
             return _run(cfg, output_dir)
     except RunInUse as err:
-        log.error("error: %s", err)
-        print(f"error: {err}", file=sys.stderr)
+        _say(str(err))
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         raise SystemExit(2) from None
+
+
+def _say(message: str, exc_info: bool = False) -> None:
+    """One `error: ...` line on stderr, and in the job's log."""
+    log.error("error: %s", message, exc_info=exc_info)
+    print(f"error: {message}", file=sys.stderr)
 
 
 def _run(cfg: DictConfig, output_dir: Path) -> float:
@@ -69,8 +74,7 @@ def _run(cfg: DictConfig, output_dir: Path) -> float:
         trace = None if expected else traceback.format_exc()
         if rank_zero_only.rank == 0:  # DDP: every process fails alike; one writes
             write_json(error_file, {"status": status, "error": message, "type": type(err).__name__, "traceback": trace})
-        log.error("error: %s", message, exc_info=not expected)
-        print(f"error: {message}", file=sys.stderr)
+        _say(message, exc_info=not expected)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         if status == "failed" and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:

@@ -96,14 +96,14 @@ def render(rows: dict[str, dict[str, dict[str, Any]]], rates: dict[str, float], 
                 f"A {strategy} epoch after the first is {ratio:.0f}x faster than a {REFERENCE} fine-tuning epoch."
             )
     lines.append(
-        f"Matmul 2048^3 on this machine: bf16 {rates['bf16'] / 1e9:.0f} GFLOP/s,"
-        f" fp32 {rates['fp32'] / 1e9:.0f} GFLOP/s."
+        "Matmul 2048^3 on this machine: "
+        + ", ".join(f"{dtype} {rate / 1e9:.0f} GFLOP/s" for dtype, rate in rates.items())
     )
     for who, figures in rows.get(REFERENCE, {}).items():
         achieved = figures["flops_per_s"]
+        shares = " and ".join(f"{100 * achieved / rate:.1f}% of the {dtype}" for dtype, rate in rates.items())
         lines.append(
             f"{REFERENCE.capitalize()} fine-tuning, {who}: {achieved / 1e9:.0f} GFLOP/s achieved = "
-            f"{100 * achieved / rates['bf16']:.1f}% of the bf16 and "
-            f"{100 * achieved / rates['fp32']:.0f}% of the fp32 matmul rate (model FLOPs utilisation)."
+            f"{shares} matmul rate (model FLOPs utilisation)."
         )
     return "\n".join(lines) + "\n"
