@@ -9,7 +9,7 @@ install: ## torch first (a bare `torch` requirement would pull CUDA wheels), the
 	$(PIP) install -e ".[dev]"
 
 run: install ## train LoRA on the embedded defaults (IMDb + all-MiniLM-L6-v2) and print test accuracy
-	@echo "make run: LoRA, 3 epochs of 4,000 reviews. About 35 min on a 2-core CPU with avx512-bf16 (bf16), about 2.3 h"
+	@echo "make run: LoRA, 3 epochs of 4,000 reviews. 33 min on a 2-core CPU with avx512-bf16 (bf16), about 2.3 h"
 	@echo "on a 2-core AVX2-only CPU (fp32); after the first steps the run prints its own forecast for this machine."
 	$(PYTHON) train.py strategy=lora
 
