@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import run_script, tiny_overrides
+from helpers import events_dir, run_script, tiny_overrides
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -107,7 +107,7 @@ def test_validation_curves_have_one_point_per_training_epoch(tiny_sweep):
 def test_tensorboard_hparams_hold_each_runs_settings_and_final_metrics(tiny_sweep):
     for job in (p for p in tiny_sweep.iterdir() if (p / "metrics.json").is_file()):
         record = json.loads((job / "metrics.json").read_text())
-        accumulator = EventAccumulator(str(job / "tensorboard"))
+        accumulator = EventAccumulator(events_dir(job))
         accumulator.Reload()
         content = accumulator.PluginTagToContent("hparams")
         start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import finish, start, tiny_overrides
+from helpers import events_dir, finish, start, tiny_overrides
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ftcompare.errors import RunInUse
@@ -65,7 +65,7 @@ def metrics(run_dir: Path) -> dict:
     """metrics.json, plus the last epoch's losses from TensorBoard: the reported metrics come from the best
     checkpoint, which may be an early epoch; these see every step up to the end."""
     record = json.loads((run_dir / "metrics.json").read_text())
-    accumulator = EventAccumulator(str(run_dir / "tensorboard"))
+    accumulator = EventAccumulator(events_dir(run_dir))
     accumulator.Reload()
     train = newest(accumulator.Scalars("train/loss_epoch"))
     val = newest(e for e in accumulator.Scalars("val/loss") if e.step == train.step)  # not the best-checkpoint re-run

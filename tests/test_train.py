@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_script, tiny_overrides
+from helpers import events_dir, run_script, tiny_overrides
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 PROMISED_TAGS = {
@@ -38,7 +38,7 @@ PROMISED_TAGS = {
 
 
 def scalar_tags(run_dir: Path) -> set[str]:
-    accumulator = EventAccumulator(str(run_dir / "tensorboard"))
+    accumulator = EventAccumulator(events_dir(run_dir))
     accumulator.Reload()
     return set(accumulator.Tags()["scalars"])
 

@@ -7,10 +7,11 @@ from typing import Any
 import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from ftcompare.data import TextClassificationDataModule
-from ftcompare.errors import ConfigError
+from ftcompare.errors import ConfigError, first_line
 from ftcompare.strategies import FineTuningStrategy
 
 
@@ -44,4 +45,13 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     """The configured Trainer with the configured callbacks and loggers."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    try:
+        return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    except InstantiationException as err:  # Lightning's refusal, not Hydra's wrapper around it
+        cause = err.__cause__
+        if not isinstance(cause, (MisconfigurationException, ValueError, TypeError)):
+            raise
+        raise ConfigError(
+            f"the trainer settings cannot work here: {first_line(cause)} Fix: change the trainer.* override it names "
+            "(conf/trainer/ lists the options)"
+        ) from err

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 
 class ConfigError(ValueError):
@@ -34,10 +34,13 @@ def first_line(err: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def bad_input_exits(*errors: type[Exception]) -> Iterator[None]:
-    """For the entry points: bad input is one `error: ...` line on stderr and exit code 2."""
+def bad_input_exits(on_error: Callable[[], object] | None = None) -> Iterator[None]:
+    """For the entry points: bad input is one `error: ...` line on stderr and exit code 2 (after `on_error`,
+    which removes what the command had started to write)."""
     try:
         yield
-    except (ConfigError, *errors) as err:
+    except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
+        if on_error is not None:
+            on_error()
         sys.exit(2)

@@ -13,7 +13,7 @@ from ftcompare.builders import build_datamodule, build_module
 from ftcompare.errors import ConfigError
 from ftcompare.io import write_json
 from ftcompare.provenance import provenance
-from ftcompare.runs import run_config
+from ftcompare.runs import find_checkpoint, run_config
 
 log = logging.getLogger(__name__)
 SPLITS = ("test", "validation")
@@ -23,7 +23,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Rebuild the run's strategy and data, load the checkpoint, evaluate, write `eval.json`."""
     if cfg.split not in SPLITS:
         raise ConfigError(f"split={cfg.split!r} is invalid. Fix: split=test or split=validation")
-    ckpt_path = Path(cfg.ckpt_path).expanduser()
+    ckpt_path = find_checkpoint(cfg.ckpt_path)
     run = run_config(ckpt_path)
     run.data = OmegaConf.merge(run.data, cfg.data)
     run.trainer = OmegaConf.merge(run.trainer, cfg.trainer)

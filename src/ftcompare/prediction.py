@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from ftcompare.errors import ConfigError
 from ftcompare.io import write_atomic
-from ftcompare.runs import load_tokenizer, load_trained, run_config
+from ftcompare.runs import find_checkpoint, load_tokenizer, load_trained, run_config
 
 
 def read_texts(cfg: DictConfig, text_column: str) -> list[str]:
@@ -24,25 +24,38 @@ def read_texts(cfg: DictConfig, text_column: str) -> list[str]:
     if (cfg.text is None) == (cfg.input is None):
         raise ConfigError("give exactly one of text=... or input=<file.txt|file.csv>. Fix: e.g. text='A moving film.'")
     if cfg.text is not None:
+        if not str(cfg.text).strip():
+            raise ConfigError(f"text={cfg.text!r} is empty: there is nothing to label. Fix: e.g. text='A moving film.'")
         return [str(cfg.text)]
     path = Path(cfg.input).expanduser()
     if not path.is_file():
         raise ConfigError(f"input={cfg.input!r} does not exist. Fix: a .txt with a text per line or a .csv")
     if path.suffix.lower() != ".csv":
-        return [line for line in path.read_text().splitlines() if line.strip()]
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    if rows and text_column not in rows[0]:
-        raise ConfigError(
-            f"input={cfg.input!r} has no column {text_column!r}; it has {list(rows[0])}. "
-            "Fix: text_column=<the column that holds the texts>"
-        )
-    return [row[text_column] for row in rows]
+        texts = [line for line in path.read_text().splitlines() if line.strip()]
+    else:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        if rows and text_column not in rows[0]:
+            raise ConfigError(
+                f"input={cfg.input!r} has no column {text_column!r}; it has {list(rows[0])}. "
+                "Fix: text_column=<the column that holds the texts>"
+            )
+        texts = [row[text_column] or "" for row in rows]
+        empty = [number for number, text in enumerate(texts, start=2) if not text.strip()]
+        if empty and len(empty) < len(texts):  # a label per row: an empty one would get a made-up label
+            raise ConfigError(
+                f"input={cfg.input!r} has {len(empty)} empty text(s) in column {text_column!r} (line {empty[0]} "
+                "first). Fix: remove those rows, or fill them in"
+            )
+        texts = [] if empty else texts
+    if not texts:
+        raise ConfigError(f"input={cfg.input!r} holds no text to label. Fix: a .txt with a text per line or a .csv")
+    return texts
 
 
 def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     """Rebuild the run's strategy, load the checkpoint's weights, label the texts; print and write predictions.jsonl."""
-    ckpt_path = Path(cfg.ckpt_path).expanduser()
+    ckpt_path = find_checkpoint(cfg.ckpt_path)
     run = run_config(ckpt_path)
     texts = read_texts(cfg, cfg.text_column or run.data.text_column)  # bad input is refused before the model loads
     module, tokenizer = load_trained(ckpt_path, run), load_tokenizer(run)

@@ -12,11 +12,13 @@ import platform
 import re
 from pathlib import Path
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from omegaconf import OmegaConf
 
 from ftcompare import CONF_DIR
 from ftcompare.errors import ConfigError
-from ftcompare.resume import run_dir
+from ftcompare.resume import run_dir, run_id
 
 
 def embedded_model_path() -> str:
@@ -67,16 +69,30 @@ def scale(value: float, factor: float) -> float:
     return float(f"{float(value) * float(factor):.6g}")
 
 
-def job_dirname(override_dirname: str, max_len: int = 120) -> str:
-    """A sweep job's folder name from its overrides, to paste as is: `strategy=full,seed=0` gives `full_seed0`.
+def sweep_overrides(sweep_dir: str | Path) -> list[Override] | None:
+    """The overrides a sweep was started with (command line, then `hydra.sweeper.params`), parsed, from the
+    `multirun.yaml` Hydra writes into the sweep folder before its jobs start; None where there is none."""
+    try:
+        sweep = OmegaConf.load(Path(sweep_dir) / "multirun.yaml").hydra
+    except OSError:
+        return None
+    params = sweep.sweeper.get("params") or {}
+    overrides = [*sweep.overrides.task, *(f"{key}={value}" for key, value in params.items())]
+    return OverridesParser.create().parse_overrides(overrides)
+
+
+def job_dirname(override_dirname: str, sweep_dir: str | None = None, max_len: int = 120) -> str:
+    """A sweep job's folder name from its swept values, to paste as is: `-m strategy=full,lora seed=0,1` gives
+    `full_seed0`, ... (every override's value when the sweep's own overrides cannot be read).
 
     A config group's choice is its value (`full`), any other setting its last key part and value (`seed0`,
     `lr0.001`); the strategy comes first, paths are left out (the overrides are in the job's `.hydra/`).
     """
+    swept = {o.get_key_element().lstrip("+~") for o in sweep_overrides(sweep_dir) or [] if o.is_sweep_override()}
     parts = []
     for item in override_dirname.split(","):
         key, _, value = item.partition("=")
-        if "/" in value or not value:
+        if "/" in value or not value or (swept and key.lstrip("+~") not in swept):
             continue
         parts.append(value if key in _config_groups() else f"{key.rsplit('.', 1)[-1]}{value}")
     parts.sort(key=lambda part: part != _value_of(override_dirname, "strategy"))
@@ -99,6 +115,7 @@ RESOLVERS = {
     "ftc.scale": scale,
     "ftc.job_dirname": job_dirname,
     "ftc.run_dir": run_dir,
+    "ftc.run_id": run_id,
 }
 
 

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import platform
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 RESUME_KEYS = ("resume", "ckpt_path")
 LOCK = ".run.lock"  # in a run folder while a process trains there
 TRAINING_JOB = "train"  # hydra.job.name of train.py's runs: other tools' folders are never resumed
+RUN_ID = ".run_id"  # in a run folder: the run's identity, kept when it resumes
 
 
 def wants_resume(resume: bool | None, ckpt_path: str | None) -> bool:
@@ -35,8 +37,15 @@ def wants_resume(resume: bool | None, ckpt_path: str | None) -> bool:
     return bool(resume) or ckpt_path == "last"
 
 
+def requeued() -> bool:
+    """A SLURM job started again by a requeue (preemption, or a time limit with submitit's max_num_timeout):
+    its run continues as with resume=true. Its folder is the same when Hydra's submitit launcher resubmits
+    it, or when the command pins it (hydra.run.dir=outputs/slurm-${SLURM_JOB_ID})."""
+    return int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
+
+
 def resuming(cfg: DictConfig) -> bool:
-    return wants_resume(cfg.get("resume"), cfg.get("ckpt_path"))
+    return wants_resume(cfg.get("resume"), cfg.get("ckpt_path")) or requeued()
 
 
 def command_overrides(overrides: list[str]) -> list[str]:
@@ -82,6 +91,16 @@ def _previous_dir(root: str, wanted: list[str]) -> str | None:
         if hydra_cfg.job.name == TRAINING_JOB and set(command_overrides(list(hydra_cfg.overrides.task))) == set(wanted):
             return "/".join([root, *record.relative_to(root).parts[:2]])
     return None
+
+
+def run_id(run_dir: str | Path) -> str:
+    """The run's identity (8 hex digits): made the first time a run folder is used, the same for every
+    attempt of a resumed run. It is in metrics.json, error.json and the TensorBoard run's name."""
+    path = Path(run_dir) / RUN_ID
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError), open(path, "x") as f:  # DDP: the first process here makes it
+        f.write(secrets.token_hex(4))
+    return path.read_text().strip()
 
 
 def lock_holder(run_dir: Path) -> dict[str, Any] | None:

@@ -7,6 +7,9 @@ not what the `${ftc.*}` resolvers would answer on the machine that evaluates.
 
 from __future__ import annotations
 
+import json
+import logging
+import pickle
 from pathlib import Path
 
 import torch
@@ -19,11 +22,50 @@ from ftcompare.io import write_atomic
 from ftcompare.models import load_pretrained
 from ftcompare.strategies import FineTuningStrategy
 
+log = logging.getLogger(__name__)
 RESOLVED_CONFIG = "resolved_config.yaml"
+_CKPT_FIX = "Fix: a .ckpt from <run>/checkpoints/, a run or sweep folder, or best (the newest run's best checkpoint)"
 
 
 def save_resolved_config(cfg: DictConfig, run_dir: Path) -> Path:
     return write_atomic(run_dir / RESOLVED_CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def find_checkpoint(ckpt_path: str) -> Path:
+    """What `ckpt_path=` names, as a checkpoint file: a .ckpt as is; a run folder: its best checkpoint; a sweep
+    folder: the best checkpoint of its job with the highest val accuracy; `best`: that of the newest train.py
+    run or sweep under outputs/ and multirun/."""
+    path = Path(str(ckpt_path)).expanduser()
+    if str(ckpt_path) == "best" and not path.exists():
+        folders = [p.parent.parent for p in Path("outputs").glob("*/*/.hydra")] + list(Path("multirun").glob("*/*"))
+        finished = [f for f in folders if _best_in(f) is not None]
+        if not finished:
+            raise ConfigError(f"ckpt_path=best: no finished train.py run under outputs/ or multirun/ here. {_CKPT_FIX}")
+        path = max(finished, key=lambda f: f.relative_to(f.parents[1]).parts)
+    if path.is_dir():
+        best = _best_in(path)
+        if best is None:
+            raise ConfigError(f"ckpt_path={str(ckpt_path)!r} is a folder with no finished run in it. {_CKPT_FIX}")
+        log.info("ckpt_path=%s: %s", ckpt_path, best)
+        return best
+    return path
+
+
+def _best_in(folder: Path) -> Path | None:
+    """The best checkpoint of a finished run folder, or of a sweep folder's best job (by val accuracy)."""
+    records = [folder / "metrics.json"] if (folder / "metrics.json").is_file() else list(folder.glob("*/metrics.json"))
+    best, best_acc = None, -1.0
+    for record in records:
+        try:
+            metrics = json.loads(record.read_text())
+            # found beside the record: a run folder copied elsewhere still resolves
+            checkpoint = record.parent / "checkpoints" / Path(metrics["checkpoint"]).name
+            acc = float(metrics["val"]["val/acc"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if checkpoint.is_file() and acc > best_acc:
+            best, best_acc = checkpoint, acc
+    return best
 
 
 def run_dir_of(ckpt_path: Path) -> Path:
@@ -32,7 +74,7 @@ def run_dir_of(ckpt_path: Path) -> Path:
     if not ckpt_path.is_file() or not (run_dir / ".hydra" / "config.yaml").is_file():
         raise ConfigError(
             f"ckpt_path={str(ckpt_path)!r} is not a checkpoint inside a run folder (no {run_dir / '.hydra'}). "
-            "Fix: a .ckpt from <run>/checkpoints/ written by train.py"
+            + _CKPT_FIX
         )
     return run_dir
 
@@ -52,7 +94,14 @@ def load_trained(ckpt_path: Path, run: DictConfig) -> FineTuningStrategy:
     """The run's strategy module with the checkpoint's weights, in eval mode (a checkpoint of trained
     parameters only goes onto the base model the run's config names)."""
     module = build_module(run)
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    try:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:  # never retried unsafely
+        raise ConfigError(
+            f"ckpt_path={str(ckpt_path)!r} is not a checkpoint this package wrote ({type(err).__name__}). {_CKPT_FIX}"
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ConfigError(f"ckpt_path={str(ckpt_path)!r} holds no Lightning checkpoint. {_CKPT_FIX}")
     module.on_load_checkpoint(checkpoint)
     module.load_state_dict(checkpoint["state_dict"])
     return module.eval()

@@ -20,11 +20,15 @@ def integer_setting(cfg: DictConfig, key: str, fix: str, minimum: int = 1) -> in
     return value
 
 
-def number_setting(cfg: DictConfig, key: str, fix: str, low: float = 0.0, high: float = math.inf) -> float:
-    """A finite number in (low, high)."""
+def number_setting(
+    cfg: DictConfig, key: str, fix: str, low: float = 0.0, high: float = math.inf, low_included: bool = False
+) -> float:
+    """A finite number in (low, high), or [low, high) with `low_included`."""
     value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value < high:
-        bounds = f"> {low:g}" if high == math.inf else f"between {low:g} and {high:g} (exclusive)"
+    number = not isinstance(value, bool) and isinstance(value, (int, float))
+    if not number or not (low <= value if low_included else low < value) or not value < high:
+        above = f">= {low:g}" if low_included else f"> {low:g}"
+        bounds = above if high == math.inf else f"{above} and < {high:g}"
         raise ConfigError(f"{key}={value!r} is invalid: it must be a finite number {bounds}. Fix: {fix}")
     return value
 

@@ -14,10 +14,10 @@ from omegaconf import DictConfig, OmegaConf
 from ftcompare.builders import build_datamodule, build_module, build_trainer
 from ftcompare.callbacks import CostMonitor
 from ftcompare.io import write_json
-from ftcompare.models import check_backbone
+from ftcompare.models import check_backbone, portable_name
 from ftcompare.provenance import next_job_in_process, process_info, provenance
 from ftcompare.report.tables import summary_line
-from ftcompare.resume import check_resumable, last_checkpoint, resume_from
+from ftcompare.resume import check_resumable, last_checkpoint, resume_from, run_id
 from ftcompare.runs import save_resolved_config
 from ftcompare.validation import validate
 
@@ -49,6 +49,17 @@ def log_hparams_with_results(trainer: L.Trainer, record: dict[str, Any]) -> None
         logger.log_hyperparams(params, metrics=metrics)
 
 
+def start_line(cfg: DictConfig, module: L.LightningModule, trainer: L.Trainer) -> str:
+    """What a run is about to do, in one line: the settings a comparison turns on, and where it writes."""
+    data = cfg.data
+    return (
+        f"{module.name} on {portable_name(cfg.model.name_or_path)}: lr {cfg.optimizer.lr:g}, batch {data.batch_size}, "
+        f"{cfg.trainer.max_epochs} epochs, max_length {data.max_length}, {trainer.precision} on "
+        f"{trainer.strategy.root_device.type}, train/val/test {data.train_size}/{data.val_size}/{data.test_size} "
+        f"-> {cfg.paths.output_dir} (run {run_id(cfg.paths.output_dir)})"
+    )
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit one strategy, evaluate its best checkpoint on val and test, write `metrics.json`."""
     started, jobs_before = time.time(), next_job_in_process()
@@ -60,6 +71,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")  # fail on bad data before the model is loaded
+    cfg.data.label_names = datamodule.label_names  # inferred from the data when the config gives none
     module = build_module(cfg)
     trainer = build_trainer(cfg)
     for logger in trainer.loggers:
@@ -68,6 +80,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         save_resolved_config(cfg, output_dir)
 
     resumed_from = resume_from(cfg, trainer)
+    log.info(start_line(cfg, module, trainer))
     with warnings.catch_warnings():  # the datamodule carries the loader's position (see its state_dict)
         warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
         trainer.fit(module, datamodule=datamodule, ckpt_path=resumed_from, weights_only=True)
@@ -78,6 +91,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     test = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)[0]
 
     record = {
+        "run_id": run_id(output_dir),
         "strategy": module.name,
         "model": cfg.model.name_or_path,
         "hparams": {

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, get_args
 
@@ -48,6 +50,8 @@ def validate(cfg: DictConfig) -> None:
             f"trainer.precision={precision!r} is not a precision Lightning knows. "
             f"Fix: one of {', '.join(PRECISIONS)}, or drop the override (auto: bf16-mixed where supported)"
         )
+    _validate_training(cfg)
+    _validate_devices(cfg)
     _validate_launch(cfg)
     strategy = registry.check(cfg.strategy)
     for group in CHECKED_GROUPS:
@@ -95,6 +99,89 @@ def check_keys(node: Any, path: str) -> None:
     for key in node:
         if OmegaConf.is_config(node._get_node(key)):
             check_keys(node._get_node(key), f"{path}.{key}")
+
+
+def _present(cfg: DictConfig, key: str) -> bool:
+    return OmegaConf.select(cfg, key, throw_on_resolution_failure=False) is not None
+
+
+def _validate_training(cfg: DictConfig) -> None:
+    """Seed, optimizer, schedule and trainer numbers in the range where they mean something."""
+    integer_setting(cfg, "seed", "e.g. seed=0", minimum=0)
+    optional = {  # key: (fix, low, high, low included)
+        "optimizer.weight_decay": ("e.g. optimizer.weight_decay=0.01 (0 for none)", 0.0, math.inf, True),
+        "optimizer.eps": ("e.g. optimizer.eps=1e-8", 0.0, math.inf, False),
+        "scheduler.warmup_ratio": (
+            "e.g. scheduler.warmup_ratio=0.06 (the share of steps spent warming up)",
+            0,
+            1,
+            True,
+        ),
+        "trainer.gradient_clip_val": (
+            "e.g. trainer.gradient_clip_val=1.0, or null for no clipping",
+            0.0,
+            math.inf,
+            True,
+        ),
+    }
+    for key, (fix, low, high, low_included) in optional.items():
+        if _present(cfg, key):
+            number_setting(cfg, key, fix, low, high, low_included)
+    if _present(cfg, "optimizer.betas"):
+        betas = OmegaConf.select(cfg, "optimizer.betas")
+        numbers = isinstance(betas, Sequence) and len(betas) == 2
+        if not numbers or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
+            raise ConfigError(
+                f"optimizer.betas={_plain(betas)!r} is invalid: it must be two numbers >= 0 and < 1. "
+                "Fix: e.g. optimizer.betas=[0.9,0.999]"
+            )
+    for key, fix in (
+        ("trainer.accumulate_grad_batches", "e.g. trainer.accumulate_grad_batches=1"),
+        ("trainer.log_every_n_steps", "e.g. trainer.log_every_n_steps=10"),
+    ):
+        if _present(cfg, key):
+            integer_setting(cfg, key, fix)
+    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
+        value = OmegaConf.select(cfg, f"trainer.{key}")
+        if value is None:
+            continue
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or value < 0
+            or (isinstance(value, float) and value > 1)
+        ):
+            raise ConfigError(
+                f"trainer.{key}={value!r} is invalid: it must be a number of batches (an integer >= 0) or a "
+                f"fraction between 0.0 and 1.0. Fix: e.g. trainer.{key}=10, or null for all"
+            )
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+def _validate_devices(cfg: DictConfig) -> None:
+    """A GPU asked for where there is none (or fewer than asked) is refused before anything loads."""
+    import torch
+
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="auto"))
+    devices = OmegaConf.select(cfg, "trainer.devices", default="auto")
+    if accelerator in ("gpu", "cuda"):
+        have = torch.cuda.device_count()
+        if have == 0:
+            raise ConfigError(
+                f"trainer.accelerator={accelerator} but this machine has no GPU that PyTorch can use "
+                f"(torch {torch.__version__}). Fix: trainer.accelerator=auto (the CPU here), or run where a GPU is"
+            )
+        if isinstance(devices, int) and not isinstance(devices, bool) and devices > have:
+            raise ConfigError(
+                f"trainer.devices={devices} but this machine has {have} GPU(s). Fix: trainer.devices={have} or fewer"
+            )
+    elif accelerator == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("trainer.accelerator=mps but MPS is not available here. Fix: trainer.accelerator=auto")
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices < 1 and devices != -1:
+        raise ConfigError(f"trainer.devices={devices} is invalid. Fix: trainer.devices=1 (or -1 for all, or auto)")
 
 
 def _validate_launch(cfg: DictConfig) -> None:

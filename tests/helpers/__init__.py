@@ -1,6 +1,7 @@
 """Builders the tests share: tiny models and data, a quiet trainer, and a runner for the entry scripts."""
 
 from .data import reviews_rows, tiny_overrides, write_csv
+from .events import events_dir
 from .models import TINY_CONFIGS, save_tiny_models
 from .processes import ROOT, finish, run_script, start
 from .trainer import quiet_trainer
@@ -8,6 +9,7 @@ from .trainer import quiet_trainer
 __all__ = [
     "ROOT",
     "TINY_CONFIGS",
+    "events_dir",
     "finish",
     "quiet_trainer",
     "reviews_rows",

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+
+from ftcompare.resolvers import sweep_overrides
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +34,9 @@ class Forecast(L.Callback):
         self.step_times: list[float] = []
         self.eval_batch_time: float | None = None
         self.done = False
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fit_start = time.perf_counter()
 
     def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._sanity_start = time.perf_counter()
@@ -68,6 +76,35 @@ class Forecast(L.Callback):
             step,
             evaluation,
         )
+        position = sweep_position()
+        if position is not None and position[0] < position[1]:
+            job, jobs = position
+            whole_run = time.perf_counter() - self._fit_start + seconds
+            log.info(
+                "forecast: this is job %d of %d; the %d after it take about %s more if each takes as long as this "
+                "one (frozen runs take far less)",
+                job,
+                jobs,
+                jobs - job,
+                duration((jobs - job) * whole_run),
+            )
+
+
+def sweep_position() -> tuple[int, int] | None:
+    """(this job's number counting from 1, the sweep's number of jobs) in a Hydra multirun, from the sweep's
+    `multirun.yaml`: the product of the swept values (command line and `hydra.sweeper.params`), or an Optuna
+    search's `n_trials`. None outside a sweep, or when the count cannot be known."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    hydra_cfg = HydraConfig.get()
+    sweeper = hydra_cfg.sweeper
+    if "n_trials" in sweeper:  # a search (Optuna): its number of trials
+        return hydra_cfg.job.num + 1, int(sweeper.n_trials)
+    overrides = sweep_overrides(hydra_cfg.sweep.dir)
+    if overrides is None:
+        return None
+    jobs = math.prod(len(list(o.sweep_iterator())) if o.is_sweep_override() else 1 for o in overrides)
+    return hydra_cfg.job.num + 1, jobs
 
 
 def _test_batches(trainer: L.Trainer) -> int:

@@ -28,6 +28,23 @@ _READERS = ("pandas", "pyarrow", "json", "datasets")
 _FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
+def _infer_label_names(found: set[Any], column: str) -> list[str]:
+    """Label names from the data when the config gives none: sorted strings name themselves; integers
+    0..k-1 are named by their digits. The mapping is logged, so a run says what its classes were."""
+    if all(isinstance(v, str) for v in found):
+        names = sorted(found)
+    elif all(isinstance(v, int) and not isinstance(v, bool) for v in found) and found == set(range(len(found))):
+        names = [str(v) for v in sorted(found)]
+    else:
+        raise ConfigError(
+            f"data column {column!r} has labels {sorted(map(repr, found))}: neither all strings nor the integers "
+            "0..k-1. Fix: set data.label_names=[...] (a name per class; integer labels index it)"
+        )
+    mapping = ", ".join(f"{name!r} -> {i}" for i, name in enumerate(names))
+    log.info("labels from the data: %s (set data.label_names=[...] for another order)", mapping)
+    return names
+
+
 class TextClassificationDataModule(L.LightningDataModule):
     """Loads, de-duplicates, splits and tokenises a labelled text dataset."""
 
@@ -35,7 +52,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         self,
         source: dict[str, Any],
         tokenizer: str,
-        label_names: list[str],
+        label_names: list[str] | None,
         text_column: str = "text",
         label_column: str = "label",
         pool_split: str = "train",
@@ -62,10 +79,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         self.dropped: dict[str, int] = {}  # empty or whitespace-only texts dropped, per source split
         self.train_batches: ResumableBatches | None = None
         self.resume_at: tuple[int, int] | None = None  # (epoch, batches trained in it) from a checkpoint
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.hparams.label_names)
+        self.label_names: list[str] | None = list(label_names) if label_names is not None else None
 
     def _load(self) -> DatasetDict:
         source = dict(self.hparams.source)
@@ -127,8 +141,10 @@ class TextClassificationDataModule(L.LightningDataModule):
         self.dropped[split] = rows - len(ds)
         if self.dropped[split]:
             log.warning("split %r: dropped %d empty, whitespace-only or missing texts", split, self.dropped[split])
-        names = list(hp.label_names)
         found = set(ds.unique(hp.label_column))
+        if self.label_names is None:
+            self.label_names = _infer_label_names(found, hp.label_column)
+        names = self.label_names
         if found <= set(names):  # string labels: map to their index in label_names
             ds = ds.map(lambda v: {hp.label_column: names.index(v)}, input_columns=hp.label_column)
         elif not found <= set(range(len(names))):
@@ -173,7 +189,7 @@ class TextClassificationDataModule(L.LightningDataModule):
                 setting = {"train": "train_size", "validation": "val_size", "test": "test_size"}[name]
                 raise ConfigError(
                     f"data.{setting}={len(split)} gives a {name} split with one class only "
-                    f"({self.hparams.label_names[labels[0]]!r}): accuracy would mean nothing. "
+                    f"({self.label_names[labels[0]]!r}): accuracy would mean nothing. "
                     "Fix: larger split sizes, or data with every label in data.label_names"
                 )
         return splits
