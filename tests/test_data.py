@@ -85,6 +85,22 @@ def test_string_labels_are_mapped_to_label_names(tmp_path):
     assert sorted(set(dm.splits["train"]["labels"])) == [0, 1]
 
 
+@pytest.mark.parametrize(
+    ("labels", "names"),
+    [(["spam", "ham"], ["ham", "spam"]), ([0, 1, 2], ["0", "1", "2"])],
+    ids=["strings-sorted", "indices-named-by-digits"],
+)
+def test_label_names_come_from_the_data_when_the_config_gives_none(tmp_path, caplog, labels, names):
+    rows = [(f"text {i}", labels[i % len(labels)]) for i in range(60)]
+    dm = make_dm(write_csv(tmp_path / "s.csv", rows), label_names=None, train_size=30, val_size=15, test_size=15)
+    with caplog.at_level("INFO", logger="ftcompare.data.datamodule"):
+        splits = dm.raw_splits()
+    assert dm.label_names == names
+    decoded = {t: names[y] for s in splits.values() for t, y in zip(s["text"], s["labels"], strict=True)}
+    assert all(decoded[text] == str(label) for text, label in rows)  # each row keeps its own label
+    assert f"{names[0]!r} -> 0" in caplog.text  # the mapping is said
+
+
 def test_empty_texts_are_dropped_before_splitting(tmp_path):
     rows = [(f"text {i}", i % 2) for i in range(40)] + [("", 0), ("   ", 1)]
     dm = make_dm(write_csv(tmp_path / "e.csv", rows), train_size=30, val_size=5, test_size=5)

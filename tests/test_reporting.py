@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from helpers import events_dir, run_script, tiny_overrides
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -204,9 +205,13 @@ def test_best_configuration_is_chosen_on_validation_not_test():
     assert any(s.startswith("lora reaches 94.1% of full's test accuracy") for s in reading(best.reset_index()))
 
 
-def test_job_folder_names_keep_swept_values_and_drop_slashes():
+def test_job_folder_names_keep_swept_values_and_drop_slashes(tmp_path):
     overrides = "data.source.data_files=/a/very/long/path.csv,optimizer.lr=0.001,seed=0,strategy=lora"
     assert job_dirname(overrides) == "lora_lr0.001_seed0"  # pasteable: no `=`, `,` or `/`
+    sweep = {"task": ["strategy=full,lora", "optimizer.lr=0.001", "data.source.data_files=/a/very/long/path.csv"]}
+    record = {"hydra": {"overrides": sweep, "sweeper": {"params": {"seed": "0,1"}}}}
+    (tmp_path / "multirun.yaml").write_text(OmegaConf.to_yaml(record))
+    assert job_dirname(overrides, str(tmp_path)) == "lora_seed0"  # in a sweep: only what the sweep varies
     assert job_dirname("data=files,data.batch_size=8", max_len=10) == "files_batc"
 
 

@@ -156,13 +156,17 @@ def test_ctrl_c_or_sigterm_finishes_the_step_saves_a_checkpoint_and_resumes_mid_
     assert resumed["cost"]["perf/fit_time_s"] > 3  # the first attempt's training (with its 3 s pause) counts
 
 
-def test_a_resumed_sweep_skips_finished_jobs_and_continues_the_killed_one(tmp_path, tiny_models, reviews_csv):
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_a_resumed_sweep_skips_finished_jobs_and_continues_the_killed_one(tmp_path, tiny_models, reviews_csv, launcher):
+    """joblib: the job runs in a worker process; the same command with resume=true finds the same sweep."""
     marker = tmp_path / "paused"
     args = command(tiny_models, reviews_csv, "seed=0,1", *pause(marker, step=4, job=1))
-    args.insert(0, "-m")
+    args[:0] = ["-m", *(["hydra/launcher=joblib", "hydra.launcher.n_jobs=1"] if launcher == "joblib" else [])]
     process = train(args, tmp_path)
     wait_for(marker, process)
-    process.kill()
+    os.kill(int(marker.read_text()), signal.SIGKILL)  # the process that trains: a worker under joblib
+    if launcher == "joblib":
+        process.kill()
     process.wait(timeout=60)
     (sweep,) = (tmp_path / "multirun").glob("*/*")
     first, second = sorted(sweep.glob("[01]_*"))
@@ -175,6 +179,27 @@ def test_a_resumed_sweep_skips_finished_jobs_and_continues_the_killed_one(tmp_pa
     assert (first / "metrics.json").stat().st_mtime_ns == finished_at  # not run again
     assert metrics(second)["resumed_from"].endswith("last.ckpt")
     assert "2 ok" in (sweep / "summary.md").read_text()
+
+
+def test_a_requeued_slurm_job_continues_its_run(tmp_path, tiny_models, reviews_csv, uninterrupted):
+    """A SLURM requeue (preemption, time limit) runs the job's command again with SLURM_RESTART_COUNT set:
+    in the same folder (submitit's resubmission, or hydra.run.dir pinned to the job id) it resumes, run id
+    and all, without resume=true on the command line."""
+    marker, run_dir = tmp_path / "paused", tmp_path / "slurm-1234"
+    args = command(tiny_models, reviews_csv, *pause(marker, step=4, seconds=3), f"hydra.run.dir={run_dir}")
+    process = train(args, tmp_path)
+    wait_for(marker, process)
+    process.send_signal(signal.SIGTERM)  # what SLURM sends first
+    process.communicate(timeout=120)
+    assert process.returncode == 143
+    stopped = json.loads((run_dir / "error.json").read_text())
+
+    result = finish(start("train.py", *args, cwd=tmp_path, env={"SLURM_RESTART_COUNT": "1"}))
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = metrics(run_dir)
+    assert resumed["resumed_from"] == str(run_dir / "checkpoints" / "last.ckpt")
+    assert resumed["run_id"] == stopped["run_id"]  # the same run, in metrics.json and TensorBoard
+    assert_same_results(resumed, uninterrupted)
 
 
 def test_ctrl_c_twice_stops_at_once(tmp_path, tiny_models, reviews_csv):

@@ -56,12 +56,10 @@ def test_multirun_gives_one_result_per_strategy(tmp_path, tiny_models, reviews_c
     jobs = sorted((p for p in sweep.iterdir() if (p / ".hydra").is_dir()), key=lambda p: int(p.name.split("_")[0]))
     assert len(jobs) == 4
     # one folder per job, named by its swept values (also the run's name in TensorBoard), strategy first
-    assert [job.name.split("_")[:2] for job in jobs] == [
-        ["0", "full"],
-        ["1", "frozen"],
-        ["2", "lora"],
-        ["3", "gradual"],
-    ]
+    assert [job.name for job in jobs] == ["0_full", "1_frozen", "2_lora", "3_gradual"]  # the swept values only
+    # before the wait: each job forecasts itself and the jobs after it
+    assert "this is job 1 of 4; the 3 after it take about" in result.stdout
+    assert len({r.get("run_id") for r in map(json.loads, (j.joinpath("metrics.json").read_text() for j in jobs))}) == 4
     records = [json.loads((job / "metrics.json").read_text()) for job in jobs]
     assert [r["strategy"] for r in records] == ["full", "frozen", "lora", "gradual"]
     pct = {r["strategy"]: r["cost"]["params/trainable_pct"] for r in records}
@@ -81,6 +79,27 @@ def test_multirun_gives_one_result_per_strategy(tmp_path, tiny_models, reviews_c
         assert not missing, f"{job.name}: missing TensorBoard tags {missing}"
 
 
+NOISE = ("LOAD REPORT", "Tip:", "GPU available", "Warning", "Flattening", "Tokenising", "Total FLOPs", "INFO")
+
+
+def test_the_console_shows_the_run_and_its_log_file_keeps_everything(tmp_path, tiny_models, reviews_csv):
+    quiet, verbose = tmp_path / "quiet", tmp_path / "verbose"
+    overrides = tiny_overrides(tiny_models["bert"], reviews_csv)
+    result = run_script("train.py", *overrides, f"hydra.run.dir={quiet}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    console = result.stdout + result.stderr
+    assert not [word for word in NOISE if word in console], console[-3000:]
+    record = json.loads((quiet / "metrics.json").read_text())
+    # what it runs, where it writes, under which id; then the result and where it went
+    assert f"lora on {tiny_models['bert']}: lr 0.001, batch 8, 2 epochs" in result.stdout
+    assert f"(run {record['run_id']})" in result.stdout and "metrics written to" in result.stdout
+    log = (quiet / "train.log").read_text()
+    assert all(word in log for word in ("GPU available", "LOAD REPORT", "forecast:", "test acc")), log[-3000:]
+
+    shown = run_script("train.py", *overrides, "verbose=true", f"hydra.run.dir={verbose}")
+    assert shown.returncode == 0 and "GPU available" in shown.stdout + shown.stderr
+
+
 @pytest.mark.parametrize(
     ("override", "setting"),
     [
@@ -98,8 +117,8 @@ def test_bad_input_fails_fast_with_one_clear_message(tmp_path, tiny_models, revi
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and setting in errors[0] and "Fix:" in errors[0], result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
-    assert not (run_dir / "metrics.json").exists() and (run_dir / "error.json").is_file()
+    assert "Traceback" not in result.stderr and "error:" not in result.stdout  # said once
+    assert not run_dir.exists()  # refused before it started: no folder that looks like a run
 
 
 @pytest.mark.parametrize(

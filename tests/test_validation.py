@@ -9,6 +9,7 @@ import io
 import json
 
 import pytest
+import torch
 from helpers import tiny_overrides
 from transformers import AutoModel, GPT2Config, T5Config
 
@@ -102,7 +103,25 @@ CASES = {
     "missing columns": (["data.source.data_files={no_label}"], "no column(s) ['text', 'label']"),
     "label outside the set": (["data.source.data_files={neutral}"], "outside the label set"),
     "missing checkpoint": (["ckpt_path=/no/such.ckpt"], "ckpt_path='/no/such.ckpt'"),
+    "seed not a number": (["seed=abc"], "seed='abc'"),
+    "batch size not a number": (["data.batch_size=abc"], "data.batch_size='abc'"),
+    "epochs not a number": (["trainer.max_epochs=two"], "trainer.max_epochs='two'"),
+    "weight decay negative": (["optimizer.weight_decay=-0.1"], "optimizer.weight_decay=-0.1"),
+    "adam eps zero": (["+optimizer.eps=0"], "optimizer.eps=0"),
+    "adam betas of 1 or more": (["+optimizer.betas=[1.5,0.9]"], "optimizer.betas=[1.5, 0.9]"),
+    "warmup over the whole run": (["scheduler.warmup_ratio=1.5"], "scheduler.warmup_ratio=1.5"),
+    "negative clipping": (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1"),
+    "accumulate no batches": (["+trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches=0"),
+    "limit above the whole split": (["trainer.limit_train_batches=1.5"], "trainer.limit_train_batches=1.5"),
+    "no devices": (["trainer.devices=0"], "trainer.devices=0"),
+    "a trainer strategy Lightning lacks": (["+trainer.strategy=nonsense"], "invalid strategy name"),
+    "labels to infer that are neither names nor indices": (
+        ["data.label_names=null", "data.source.data_files={one_class}"],
+        "neither all strings nor the integers 0..k-1",
+    ),
 }
+if not torch.cuda.is_available():
+    CASES["a GPU on a machine without one"] = (["trainer.accelerator=gpu"], "this machine has no GPU")
 
 
 @pytest.mark.parametrize("case", list(CASES))

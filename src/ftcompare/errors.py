@@ -34,12 +34,12 @@ def first_line(err: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def bad_input_exits(on_error: Callable[[], object] | None = None) -> Iterator[None]:
+def bad_input_exits(*errors: type[Exception], on_error: Callable[[], object] | None = None) -> Iterator[None]:
     """For the entry points: bad input is one `error: ...` line on stderr and exit code 2 (after `on_error`,
     which removes what the command had started to write)."""
     try:
         yield
-    except ConfigError as err:
+    except (ConfigError, *errors) as err:
         print(f"error: {err}", file=sys.stderr)
         if on_error is not None:
             on_error()

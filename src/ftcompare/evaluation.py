@@ -13,7 +13,7 @@ from ftcompare.builders import build_datamodule, build_module
 from ftcompare.errors import ConfigError
 from ftcompare.io import write_json
 from ftcompare.provenance import provenance
-from ftcompare.runs import find_checkpoint, run_config
+from ftcompare.runs import find_checkpoint, read_checkpoint, run_config
 
 log = logging.getLogger(__name__)
 SPLITS = ("test", "validation")
@@ -25,6 +25,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"split={cfg.split!r} is invalid. Fix: split=test or split=validation")
     ckpt_path = find_checkpoint(cfg.ckpt_path)
     run = run_config(ckpt_path)
+    read_checkpoint(ckpt_path)  # a file that is not a checkpoint: one line, before the data is read
     run.data = OmegaConf.merge(run.data, cfg.data)
     run.trainer = OmegaConf.merge(run.trainer, cfg.trainer)
     if run.trainer.get("profiler"):  # debug=profile: the profile of this evaluation goes beside eval.json

@@ -51,9 +51,11 @@ def discard_unused_run_dir(run_dir: Path) -> bool:
         if entry.name not in _BOOKKEEPING and entry.suffix != ".log":
             return False
     shutil.rmtree(run_dir)
-    for parent in list(run_dir.parents)[:2]:  # outputs/<date>/ (and outputs/eval/<date>/), when empty
+    for parent in list(run_dir.parents)[:3]:  # <date>/ (eval/), up to outputs/ or multirun/, while empty
         try:
             parent.rmdir()
         except OSError:
+            break
+        if parent.name in ("outputs", "multirun"):
             break
     return True

@@ -88,7 +88,8 @@ def job_dirname(override_dirname: str, sweep_dir: str | None = None, max_len: in
     A config group's choice is its value (`full`), any other setting its last key part and value (`seed0`,
     `lr0.001`); the strategy comes first, paths are left out (the overrides are in the job's `.hydra/`).
     """
-    swept = {o.get_key_element().lstrip("+~") for o in sweep_overrides(sweep_dir) or [] if o.is_sweep_override()}
+    overrides = sweep_overrides(sweep_dir) if sweep_dir else None
+    swept = {o.get_key_element().lstrip("+~") for o in overrides or [] if o.is_sweep_override()}
     parts = []
     for item in override_dirname.split(","):
         key, _, value = item.partition("=")

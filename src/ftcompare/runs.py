@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 from pathlib import Path
 
 import torch
@@ -59,7 +58,7 @@ def _best_in(folder: Path) -> Path | None:
         try:
             metrics = json.loads(record.read_text())
             # found beside the record: a run folder copied elsewhere still resolves
-            checkpoint = record.parent / "checkpoints" / Path(metrics["checkpoint"]).name
+            checkpoint = record.parent.absolute() / "checkpoints" / Path(metrics["checkpoint"]).name
             acc = float(metrics["val"]["val/acc"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
@@ -90,18 +89,25 @@ def run_config(ckpt_path: Path) -> DictConfig:
     return OmegaConf.load(resolved)
 
 
-def load_trained(ckpt_path: Path, run: DictConfig) -> FineTuningStrategy:
-    """The run's strategy module with the checkpoint's weights, in eval mode (a checkpoint of trained
-    parameters only goes onto the base model the run's config names)."""
-    module = build_module(run)
+def read_checkpoint(ckpt_path: Path) -> dict:
+    """A checkpoint's contents (tensors and plain containers only), or one clear error: a file that is not
+    one is refused, never retried with an unsafe load."""
     try:
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:  # never retried unsafely
+    except Exception as err:  # the unpickler fails in many ways on a file that is no checkpoint
         raise ConfigError(
             f"ckpt_path={str(ckpt_path)!r} is not a checkpoint this package wrote ({type(err).__name__}). {_CKPT_FIX}"
         ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ConfigError(f"ckpt_path={str(ckpt_path)!r} holds no Lightning checkpoint. {_CKPT_FIX}")
+    return checkpoint
+
+
+def load_trained(ckpt_path: Path, run: DictConfig) -> FineTuningStrategy:
+    """The run's strategy module with the checkpoint's weights, in eval mode (a checkpoint of trained
+    parameters only goes onto the base model the run's config names)."""
+    module = build_module(run)
+    checkpoint = read_checkpoint(ckpt_path)
     module.on_load_checkpoint(checkpoint)
     module.load_state_dict(checkpoint["state_dict"])
     return module.eval()

@@ -86,7 +86,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resumed_from, weights_only=True)
     cost = CostMonitor.run_summary(trainer)
     checkpoint = trainer.checkpoint_callback
-    best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+    best = str(Path(checkpoint.best_model_path).absolute()) if checkpoint and checkpoint.best_model_path else None
     val = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)[0]
     test = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)[0]
 

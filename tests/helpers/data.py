@@ -37,6 +37,7 @@ def tiny_overrides(model_path: str, data_path: str) -> list[str]:
         f"model.name_or_path={model_path}",
         "data=files",
         f"data.source.data_files={data_path}",
+        "data.label_names=[negative,positive]",
         "data.train_size=64",
         "data.val_size=32",
         "data.test_size=32",

@@ -1,9 +1,10 @@
 """Test-only callback (loaded by subprocesses as `tests.helpers.pause.PauseAt`): pauses a run once, at a given
-step, so a test can kill or interrupt it there. The marker file makes the pause happen only once, so
-the resumed run can be the very same command."""
+step, so a test can kill or interrupt it there; the marker file holds the pid of the process that trains, and
+makes the pause happen only once, so the resumed run can be the very same command."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -21,5 +22,5 @@ class PauseAt(L.Callback):
             return
         if self.job is not None and HydraConfig.get().job.num != self.job:
             return
-        self.marker.write_text(f"epoch {trainer.current_epoch} batch {idx}")
+        self.marker.write_text(str(os.getpid()))  # the training process: a joblib worker in such a sweep
         time.sleep(self.seconds)

@@ -112,7 +112,7 @@ class Bench:
             "callbacks.model_checkpoint=null",
             "callbacks.progress_bar=null",
             "+trainer.enable_progress_bar=false",
-            "+trainer.enable_model_summary=false",
+            "trainer.enable_model_summary=false",
         )
         L.seed_everything(cfg.seed)
         clock = StepClock(self.device)

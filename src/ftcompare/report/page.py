@@ -167,5 +167,7 @@ def build_report(sweep_dir: str | Path) -> Report:
     sweep_dir = Path(sweep_dir)
     runs = collect_runs(sweep_dir)
     if runs.empty:
-        raise FileNotFoundError(f"no Hydra runs (.hydra/config.yaml) under {sweep_dir}: is this a sweep folder?")
+        raise FileNotFoundError(
+            f"no Hydra runs (.hydra/config.yaml) under {sweep_dir}. Fix: pass a sweep folder (multirun/<date>/<time>)"
+        )
     return Report(sweep_dir, runs)

@@ -190,5 +190,7 @@ def newest_sweep(root: Path) -> Path:
     """The most recently written sweep folder under `root` (one holding Hydra's multirun.yaml)."""
     sweeps = sorted(root.rglob("multirun.yaml"), key=lambda p: p.stat().st_mtime)
     if not sweeps:
-        raise FileNotFoundError(f"no sweep (multirun.yaml) under {root}/; pass the sweep folder: python report.py DIR")
+        raise FileNotFoundError(
+            f"no sweep (multirun.yaml) under {root}/. Fix: pass the sweep folder: python report.py DIR"
+        )
     return sweeps[-1].parent
