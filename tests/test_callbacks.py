@@ -85,5 +85,5 @@ def test_the_forecast_comes_once_after_the_first_steps_and_counts_the_whole_run(
         trainer.fit(build_module(cfg), datamodule=build_datamodule(cfg))
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("forecast:")]
     # 2 epochs x 3 steps; 3 validations (2 epochs + the best checkpoint again) of 1 batch + 1 test batch
-    assert "(6 training steps at" in line and "4 evaluation batches at" in line and "debug=limit" in line
+    assert "(3 of 6 training steps left at" in line and "4 evaluation batches at" in line and "debug=limit" in line
     assert duration(45) == "45 s" and duration(14 * 60) == "14 min" and duration(137 * 60) == "2 h 17 min"

@@ -8,7 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import run_script, tiny_overrides, write_csv
+from helpers import ROOT, run_script, tiny_overrides, write_csv
+from hydra import compose, initialize_config_dir
+
+from ftcompare.errors import ConfigError
+from ftcompare.evaluation import evaluate
+from ftcompare.export import export
+from ftcompare.prediction import predict
 
 
 @pytest.fixture(scope="module")
@@ -68,25 +74,29 @@ def _bad_inputs(root: Path, run: Path) -> dict[str, tuple[list[str], str]]:
     }
 
 
-CASES = [
+# Through the command line (the one-line exit, nothing left behind); the rest call the tool's task in-process.
+COMMAND_LINE = [
     "predict without arguments",
+    "a file that is not a checkpoint",
+    "best with no runs here",
+    "report of no sweep",
+]
+IN_PROCESS = [
     "predict an empty text",
     "predict a blank file",
     "predict a CSV with an empty row",
     "predict a missing input",
     "predict text and input",
     "predict a wrong column",
-    "a file that is not a checkpoint",
     "a checkpoint outside a run",
     "a folder with no run",
-    "best with no runs here",
     "eval of an unknown split",
     "export into a full folder",
-    "report of no sweep",
 ]
+TASKS = {"predict.py": predict, "eval.py": evaluate, "export.py": export}
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", COMMAND_LINE)
 def test_bad_input_to_the_tools_is_one_line_and_leaves_nothing(workdir, tmp_path, case):
     command, words = _bad_inputs(tmp_path, run_folder(workdir))[case]
     result = run_script(*command, cwd=tmp_path)  # a folder of its own: whatever the tool writes lands here
@@ -95,3 +105,15 @@ def test_bad_input_to_the_tools_is_one_line_and_leaves_nothing(workdir, tmp_path
     assert words in errors[0] and "Fix:" in errors[0], errors[0]
     assert "Traceback" not in result.stderr and "weights_only=False" not in result.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("case", IN_PROCESS)
+def test_bad_input_to_the_tools_names_the_setting_and_the_fix(workdir, tmp_path, case):
+    (script, *overrides), words = _bad_inputs(tmp_path, run_folder(workdir))[case]
+    where = [] if script == "export.py" else [f"paths.output_dir={tmp_path / 'out'}"]  # export: its output_dir
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(script.removesuffix(".py"), overrides=[*overrides, *where])
+    with pytest.raises(ConfigError) as refused:
+        TASKS[script](cfg)
+    assert words in str(refused.value) and "Fix:" in str(refused.value), refused.value
+    assert not (tmp_path / "out").exists()

@@ -34,9 +34,11 @@ def portable_name(name_or_path: str) -> str:
     """The name a model goes by on any machine: the hub name of the embedded model instead of its path in
     this machine's site-packages; a hub name as is; any other local folder keeps its path (it has no other)."""
     path = Path(name_or_path).expanduser()
-    if path.exists() and path.resolve() == Path(embedded_model_path()).resolve():
-        return EMBEDDED_MODEL_NAME
-    return str(name_or_path)
+    try:
+        embedded = Path(embedded_model_path()).resolve()
+    except ConfigError:  # the package is not installed: this cannot be the embedded model
+        return str(name_or_path)
+    return EMBEDDED_MODEL_NAME if path.exists() and path.resolve() == embedded else str(name_or_path)
 
 
 def load_pretrained(loader: Any, name_or_path: str, trust_remote_code: bool = False, **kwargs: Any) -> Any:

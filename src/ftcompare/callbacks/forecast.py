@@ -68,13 +68,17 @@ class Forecast(L.Callback):
             batches = (epochs_left + 1) * sum(trainer.num_val_batches) + _test_batches(trainer)
             seconds += batches * self.eval_batch_time
             evaluation = f"{batches} evaluation batches at {self.eval_batch_time:.2g} s"
+        quicker = "debug=limit for a look at a few batches"
+        if trainer.strategy.root_device.type == "cpu":
+            quicker += ", a GPU (trainer.accelerator=gpu), or model.attention_dropout=0.0"
         log.info(
-            "forecast: this run ends in about %s (%d training steps at %.3g s, %s). Quicker: debug=limit for a "
-            "look at a few batches, a GPU (trainer.accelerator=gpu), or model.attention_dropout=0.0 on a CPU",
+            "forecast: this run ends in about %s (%d of %d training steps left at %.3g s, %s). Quicker: %s",
             duration(seconds),
+            total_steps - trainer.global_step,
             total_steps,
             step,
             evaluation,
+            quicker,
         )
         position = sweep_position()
         if position is not None and position[0] < position[1]:
