@@ -27,7 +27,7 @@ def duration(seconds: float) -> str:
 class Forecast(L.Callback):
     """Logs the estimated time of the whole fit once `after_steps` training steps are timed (the first step,
     which pays one-time costs, is left out): the steps still to run at the mean step time so far, plus every
-    validation and the test at the per-batch time of the sanity check (not counted when it is switched off)."""
+    validation and the test at the time of the sanity check's last batch (not counted when it is switched off)."""
 
     def __init__(self, after_steps: int = 5) -> None:
         self.after_steps = after_steps
@@ -38,13 +38,23 @@ class Forecast(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._fit_start = time.perf_counter()
 
-    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._sanity_start = time.perf_counter()
+    def on_validation_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._eval_start = time.perf_counter()
 
-    def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        batches = sum(trainer.num_sanity_val_batches)
-        if batches:
-            self.eval_batch_time = (time.perf_counter() - self._sanity_start) / batches
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """The sanity check's last batch times an evaluation batch: the first pays the warm-up (a GPU's most)."""
+        if trainer.sanity_checking:
+            self.eval_batch_time = time.perf_counter() - self._eval_start
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
         self._step_start = time.perf_counter()
