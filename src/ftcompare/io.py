@@ -41,15 +41,15 @@ def write_json(path: Path, record: dict[str, Any]) -> None:
 _BOOKKEEPING = {".hydra", "error.json", ".run_id", ".run.lock"}
 
 
-def discard_unused_run_dir(run_dir: Path) -> bool:
+def discard_unused_run_dir(run_dir: Path) -> None:
     """Remove a run folder that holds nothing but bookkeeping (Hydra's `.hydra/`, the log, error.json): a
     command refused for bad input leaves no folder that looks like a run. Empty parents (`<date>/`) go too.
     A folder with anything else in it (an earlier attempt's checkpoints, a result) stays."""
     if not run_dir.is_dir():
-        return False
+        return
     for entry in run_dir.iterdir():
         if entry.name not in _BOOKKEEPING and entry.suffix != ".log":
-            return False
+            return
     shutil.rmtree(run_dir)
     for parent in list(run_dir.parents)[:3]:  # <date>/ (eval/), up to outputs/ or multirun/, while empty
         try:
@@ -58,4 +58,3 @@ def discard_unused_run_dir(run_dir: Path) -> bool:
             break
         if parent.name in ("outputs", "multirun"):
             break
-    return True
