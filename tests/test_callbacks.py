@@ -12,7 +12,7 @@ import torch
 from helpers import quiet_trainer, tiny_overrides
 
 from ftcompare.builders import build_datamodule, build_module
-from ftcompare.callbacks import PeakMemory
+from ftcompare.callbacks import PeakMemory, TrainingMemory
 from ftcompare.callbacks.forecast import Forecast, duration
 
 
@@ -51,7 +51,7 @@ def test_memory_above_start_counts_only_what_the_run_added():
 # thresholds, for a long sweep process), and 8 MiB blocks come from the heap rather than mmap.
 FREED_THEN_REUSED = """
 import ctypes, torch
-from ftcompare.callbacks import PeakMemory
+from ftcompare.callbacks import PeakMemory, TrainingMemory
 libc = ctypes.CDLL(None)
 assert libc.mallopt(-1, 2**31 - 1) and libc.mallopt(-3, 32 * 2**20)  # M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
 def run():
@@ -87,3 +87,27 @@ def test_the_forecast_comes_once_after_the_first_steps_and_counts_the_whole_run(
     # 2 epochs x 3 steps; 3 validations (2 epochs + the best checkpoint again) of 1 batch + 1 test batch
     assert "(3 of 6 training steps left at" in line and "4 evaluation batches at" in line and "debug=limit" in line
     assert duration(45) == "45 s" and duration(14 * 60) == "14 min" and duration(137 * 60) == "2 h 17 min"
+
+
+def _memory_by_category(compose_cfg, tiny_models, reviews_csv, strategy: str) -> dict:
+    cfg = compose_cfg(f"strategy={strategy}", *tiny_overrides(tiny_models["bert"], reviews_csv))
+    tracked = TrainingMemory(at_step=1)
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=0, callbacks=[tracked])
+    trainer.fit(build_module(cfg), datamodule=build_datamodule(cfg))
+    return tracked.record
+
+
+def test_training_memory_by_category_ranks_the_strategies_and_ignores_job_order(compose_cfg, tiny_models, reviews_csv):
+    """Tensor-level peak of one step: frozen < gradual's first stage < LoRA < full, LoRA's optimizer state a
+    sliver of full's, and the same figures whichever strategy ran before in the process."""
+    order = ["full", "frozen", "lora", "gradual"]
+    first = {s: _memory_by_category(compose_cfg, tiny_models, reviews_csv, s) for s in order}
+    again = {s: _memory_by_category(compose_cfg, tiny_models, reviews_csv, s) for s in reversed(order)}
+    peak = {s: record["at_peak_mib"]["total"] for s, record in first.items()}
+    assert peak["frozen"] < peak["gradual"] < peak["lora"] < peak["full"], peak
+    full, lora = first["full"]["at_peak_mib"], first["lora"]["at_peak_mib"]
+    assert 0 < lora["optimizer_state"] < 0.02 * full["optimizer_state"]
+    assert full["gradients"] == pytest.approx(full["parameters"], rel=0.01)  # every weight gets a gradient
+    assert full["optimizer_state"] == pytest.approx(2 * full["parameters"], rel=0.01)  # AdamW: two moments
+    assert first["frozen"]["parameters_frozen_mib"] > 0 and first["full"]["parameters_frozen_mib"] == 0
+    assert all(first[s]["at_peak_mib"] == again[s]["at_peak_mib"] for s in order)

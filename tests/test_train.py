@@ -27,6 +27,9 @@ PROMISED_TAGS = {
     "perf/train_tokens_per_s",
     "perf/peak_memory_mb",
     "perf/train_memory_mb",
+    "memory/total_mib",
+    "memory/activations_mib",
+    "memory/optimizer_state_mib",
     "params/trainable",
     "params/total",
     "params/trainable_pct",
@@ -75,6 +78,7 @@ def test_multirun_gives_one_result_per_strategy(tmp_path, tiny_models, reviews_c
         assert record["test"]["test/examples"] == 32 and record["val"]["val/examples"] == 32
         assert record["cost"]["perf/train_samples_per_s"] > 0 and record["cost"]["perf/peak_memory_mb"] > 0
         assert Path(record["checkpoint"]).is_file() and record["cost"]["checkpoint_size_mb"] > 0
+        assert record["memory"]["step"] == 1 and record["memory"]["at_peak_mib"]["total"] > 0  # by category
         missing = PROMISED_TAGS - scalar_tags(job)
         assert not missing, f"{job.name}: missing TensorBoard tags {missing}"
 

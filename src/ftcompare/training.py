@@ -12,7 +12,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from ftcompare.builders import build_datamodule, build_module, build_trainer
-from ftcompare.callbacks import CostMonitor
+from ftcompare.callbacks import CostMonitor, TrainingMemory
 from ftcompare.io import write_json
 from ftcompare.models import check_backbone, portable_name
 from ftcompare.provenance import next_job_in_process, process_info, provenance
@@ -111,6 +111,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "val": {k: float(v) for k, v in val.items()},
         "test": {k: float(v) for k, v in test.items()},
         "cost": {**cost, "checkpoint_size_mb": Path(best).stat().st_size / 2**20 if best else None},
+        "memory": next((c.record for c in trainer.callbacks if isinstance(c, TrainingMemory)), None),
         "checkpoint": best,
         "resumed_from": resumed_from,
         "dropped_empty_texts": datamodule.dropped,

@@ -4,5 +4,6 @@ from ftcompare.callbacks.cost_monitor import CostMonitor, PeakMemory
 from ftcompare.callbacks.forecast import Forecast
 from ftcompare.callbacks.gradual_unfreezing import GradualUnfreeze
 from ftcompare.callbacks.interrupt import GracefulInterrupt
+from ftcompare.callbacks.training_memory import TrainingMemory
 
-__all__ = ["CostMonitor", "Forecast", "GracefulInterrupt", "GradualUnfreeze", "PeakMemory"]
+__all__ = ["CostMonitor", "Forecast", "GracefulInterrupt", "GradualUnfreeze", "PeakMemory", "TrainingMemory"]
