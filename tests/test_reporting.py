@@ -82,7 +82,7 @@ def test_summary_md_shows_mean_and_std_over_seeds_from_the_csv(tiny_sweep):
 
 
 def test_plots_and_html_are_written_and_not_empty(tiny_sweep):
-    names = ["acc_vs_fit_time", "acc_vs_train_memory", "acc_vs_trainable_params", "val_acc_per_epoch"]
+    names = ["acc_vs_fit_time", "acc_vs_tensor_memory", "acc_vs_trainable_params", "val_acc_per_epoch"]
     for name in names:
         data = (tiny_sweep / f"{name}.png").read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 10_000, name

@@ -85,6 +85,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
         trainer.fit(module, datamodule=datamodule, ckpt_path=resumed_from, weights_only=True)
     cost = CostMonitor.run_summary(trainer)
+    memory = next((c.record for c in trainer.callbacks if isinstance(c, TrainingMemory)), None)
+    cost["memory/tensor_peak_mib"] = memory["at_peak_mib"]["total"] if memory else None  # the headline figure
     checkpoint = trainer.checkpoint_callback
     best = str(Path(checkpoint.best_model_path).absolute()) if checkpoint and checkpoint.best_model_path else None
     val = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)[0]
@@ -111,7 +113,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "val": {k: float(v) for k, v in val.items()},
         "test": {k: float(v) for k, v in test.items()},
         "cost": {**cost, "checkpoint_size_mb": Path(best).stat().st_size / 2**20 if best else None},
-        "memory": next((c.record for c in trainer.callbacks if isinstance(c, TrainingMemory)), None),
+        "memory": memory,  # by category: docs/performance.md#training-memory-by-category
         "checkpoint": best,
         "resumed_from": resumed_from,
         "dropped_empty_texts": datamodule.dropped,

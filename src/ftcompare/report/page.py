@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,8 @@ from ftcompare.report.tables import best_per_strategy, display_table, markdown_t
 # Trade-off plots: x column, axis label, log scale.
 TRADEOFFS = [
     ("fit_time_s", "fit time (s)", False),
-    ("train_memory_mb", "training memory (MiB): peak above the level at fit start", False),
+    ("tensor_memory_mib", "training memory (MiB): tensors at the peak of one step", False),
+    ("train_memory_mb", "training memory (MiB): peak above the level at fit start", False),  # runs before it
     ("trainable_params", "trainable parameters", True),
 ]
 
@@ -131,8 +133,11 @@ class Report:
             for column, label, log_x in TRADEOFFS:
                 if self.stats[f"{column}_mean"].isna().all():  # e.g. training memory in runs older than it
                     continue
+                if column == "train_memory_mb" and self.stats["tensor_memory_mib_mean"].notna().any():
+                    continue  # the tensor-level figure is the comparable one
                 png = plots.tradeoff(self.stats, column, label, log_x)
-                images.append(write_atomic(out / f"acc_vs_{column.removesuffix('_s').removesuffix('_mb')}.png", png))
+                name = re.sub(r"_(s|mb|mib)$", "", column)  # acc_vs_fit_time.png, acc_vs_tensor_memory.png
+                images.append(write_atomic(out / f"acc_vs_{name}.png", png))
             curves = read_val_curves(self.sweep_dir, self.runs)
             if not curves.empty:
                 images.append(write_atomic(out / "val_acc_per_epoch.png", plots.val_curves(curves, self.stats)))

@@ -20,14 +20,18 @@ def _pct(part: float, whole: float) -> str:
     return f"{100 * part / whole:.3g}%" if whole else "n/a"
 
 
-# The training memory is per run; runs older than it only have the process peak.
-_MEMORY = {"train_memory_mb": "training memory", "peak_memory_mb": "peak memory"}
+# Tensor memory (one step, by category) is the comparable figure; older runs have only the process figures.
+_MEMORY = {
+    "tensor_memory_mib": "training memory (tensors)",
+    "train_memory_mb": "training memory",
+    "peak_memory_mb": "peak memory",
+}
 
 
 def reading(best: pd.DataFrame) -> list[str]:
     """Sentences on the trade-offs, every number taken from the best-per-strategy table."""
     sentences = []
-    memory = "train_memory_mb" if best["train_memory_mb_mean"].notna().all() else "peak_memory_mb"
+    memory = next(column for column in _MEMORY if best[f"{column}_mean"].notna().all() or column == "peak_memory_mb")
     for _, group in best.groupby(SETTING, dropna=False, sort=False):
         group = group.set_index("strategy")
         reference = REFERENCE if REFERENCE in group.index else group["test_acc_mean"].idxmax()

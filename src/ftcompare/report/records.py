@@ -22,6 +22,7 @@ MEASURED = {
     "fit_time_s": ("cost", "perf/fit_time_s"),
     "epoch_time_s": ("cost", "perf/mean_epoch_time_s"),
     "train_samples_per_s": ("cost", "perf/train_samples_per_s"),
+    "tensor_memory_mib": ("cost", "memory/tensor_peak_mib"),
     "peak_memory_mb": ("cost", "perf/peak_memory_mb"),
     "train_memory_mb": ("cost", "perf/train_memory_mb"),
     "trainable_params": ("cost", "params/trainable"),

@@ -22,6 +22,7 @@ DISPLAYED = [
     ("fit time (s)", "fit_time_s", "{:.0f}"),
     ("s / epoch", "epoch_time_s", "{:.0f}"),
     ("train samples/s", "train_samples_per_s", "{:.1f}"),
+    ("tensor memory (MiB)", "tensor_memory_mib", "{:.0f}"),
     ("peak memory (MiB)", "peak_memory_mb", "{:.0f}"),
     ("training memory (MiB)", "train_memory_mb", "{:.0f}"),
     ("trainable params", "trainable_params", "{:,.0f}"),
@@ -31,7 +32,7 @@ DISPLAYED = [
 # The one line a run prints when it ends.
 SUMMARY_LINE = {
     *("test acc", "test F1", "best val acc"),
-    *("fit time (s)", "train samples/s", "training memory (MiB)", "trainable %"),
+    *("fit time (s)", "train samples/s", "tensor memory (MiB)", "training memory (MiB)", "trainable %"),
 }
 SAME_FOR_EVERY_SEED = ("trainable_params", "trainable_pct", "checkpoint_mb")
 HEADERS = {"batch_size": "batch size", "max_epochs": "epochs", "max_length": "max length"}
