@@ -37,10 +37,10 @@ def find_checkpoint(ckpt_path: str) -> Path:
     path = Path(str(ckpt_path)).expanduser()
     if str(ckpt_path) == "best" and not path.exists():
         folders = [p.parent.parent for p in Path("outputs").glob("*/*/.hydra")] + list(Path("multirun").glob("*/*"))
-        finished = [f for f in folders if _best_in(f) is not None]
-        if not finished:
+        newest_first = sorted(folders, key=lambda f: f.relative_to(f.parents[1]).parts, reverse=True)
+        path = next((f for f in newest_first if _best_in(f) is not None), None)  # reads only as far as it must
+        if path is None:
             raise ConfigError(f"ckpt_path=best: no finished train.py run under outputs/ or multirun/ here. {_CKPT_FIX}")
-        path = max(finished, key=lambda f: f.relative_to(f.parents[1]).parts)
     if path.is_dir():
         best = _best_in(path)
         if best is None:
