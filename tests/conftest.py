@@ -31,10 +31,10 @@ def reviews_csv(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture
 def compose_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
-    """Compose conf/train.yaml with overrides, outside of a Hydra run."""
+    """Compose conf/train.yaml (or `config=`'s) with overrides, outside of a Hydra run."""
 
-    def _compose(*overrides: str) -> DictConfig:
+    def _compose(*overrides: str, config: str = "train") -> DictConfig:
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            return compose("train", overrides=[f"paths.output_dir={tmp_path}", *overrides])
+            return compose(config, overrides=[f"paths.output_dir={tmp_path}", *overrides])
 
     return _compose

@@ -117,6 +117,8 @@ def test_tensorboard_hparams_hold_each_runs_settings_and_final_metrics(tiny_swee
         assert hparams["seed"].number_value == record["seed"] and hparams["lr"].number_value == record["hparams"]["lr"]
         assert "hparams/test_acc" in accumulator.Tags()["scalars"]
         assert accumulator.Scalars("hparams/test_acc")[0].value == pytest.approx(record["test"]["test/acc"])
+        peak = record["memory"]["at_peak_mib"]["total"]  # training memory beside accuracy in the HParams tab
+        assert accumulator.Scalars("hparams/tensor_peak_mib")[0].value == pytest.approx(peak)
 
 
 def test_failed_jobs_do_not_sink_the_sweep_and_the_report_lists_them(tmp_path, tiny_models, reviews_csv):

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from helpers import events_dir, run_script, tiny_overrides
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
 
 PROMISED_TAGS = {
     "train/loss_step",
@@ -46,6 +49,15 @@ def scalar_tags(run_dir: Path) -> set[str]:
     return set(accumulator.Tags()["scalars"])
 
 
+def custom_scalars_layout(run_dir: Path) -> dict[str, list[str]]:
+    """The Custom Scalars page a run carries: category -> the tag patterns of its charts."""
+    accumulator = EventAccumulator(events_dir(run_dir))
+    accumulator.Reload()
+    layout = layout_pb2.Layout()
+    layout.ParseFromString(accumulator.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
+    return {c.title: [tag for chart in c.chart for tag in chart.multiline.tag] for c in layout.category}
+
+
 def test_multirun_gives_one_result_per_strategy(tmp_path, tiny_models, reviews_csv):
     sweep = tmp_path / "sweep"
     result = run_script(
@@ -65,6 +77,10 @@ def test_multirun_gives_one_result_per_strategy(tmp_path, tiny_models, reviews_c
     assert len({r.get("run_id") for r in map(json.loads, (j.joinpath("metrics.json").read_text() for j in jobs))}) == 4
     records = [json.loads((job / "metrics.json").read_text()) for job in jobs]
     assert [r["strategy"] for r in records] == ["full", "frozen", "lora", "gradual"]
+    # results.csv: gradual's memory is a range, its first stage below its peak; the others' are one figure
+    results = pd.read_csv(sweep / "results.csv").set_index("strategy")
+    first, peak = results["tensor_memory_first_stage_mib"], results["tensor_memory_mib"]
+    assert first["gradual"] < peak["gradual"] and (first.drop("gradual") == peak.drop("gradual")).all()
     pct = {r["strategy"]: r["cost"]["params/trainable_pct"] for r in records}
     assert pct["full"] == 100 and pct["lora"] < 100 and pct["frozen"] < 100
     # provenance: what each run ran on; one split for all four strategies
@@ -78,9 +94,17 @@ def test_multirun_gives_one_result_per_strategy(tmp_path, tiny_models, reviews_c
         assert record["test"]["test/examples"] == 32 and record["val"]["val/examples"] == 32
         assert record["cost"]["perf/train_samples_per_s"] > 0 and record["cost"]["perf/peak_memory_mb"] > 0
         assert Path(record["checkpoint"]).is_file() and record["cost"]["checkpoint_size_mb"] > 0
-        assert record["memory"]["step"] == 1 and record["memory"]["at_peak_mib"]["total"] > 0  # by category
-        missing = PROMISED_TAGS - scalar_tags(job)
+        assert record["memory"]["at_peak_mib"]["total"] > 0  # by category, the largest of the tracked steps
+        # gradual (2 epochs): tracked at both stages, the second larger; the rest once, at the second step
+        epochs = [s["epoch"] for s in record["memory"].get("stages", [{"epoch": 0}])]
+        assert epochs == ([0, 1] if record["strategy"] == "gradual" else [0]) and record["memory"]["step"] in (1, 4)
+        tags = scalar_tags(job)
+        missing = PROMISED_TAGS - tags
         assert not missing, f"{job.name}: missing TensorBoard tags {missing}"
+        # one page compares the sweep: every chart of the layout draws tags the run has
+        layout = custom_scalars_layout(job)
+        assert set(layout) == {"accuracy", "time", "memory"}
+        assert all(any(re.match(p, tag) for tag in tags) for patterns in layout.values() for p in patterns), layout
 
 
 NOISE = ("LOAD REPORT", "Tip:", "GPU available", "Warning", "Flattening", "Tokenising", "Total FLOPs", "INFO")

@@ -6,7 +6,10 @@ query/value projections and the classification head are found from the model its
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -18,6 +21,8 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, Pretrai
 
 from ftcompare.errors import ConfigError, first_line
 from ftcompare.resolvers import embedded_model_path
+
+log = logging.getLogger(__name__)
 
 # Leaf names of the attention query/value projections across encoder families.
 _QUERY_VALUE_NAMES = (("query", "value"), ("q_lin", "v_lin"), ("q_proj", "v_proj"), ("query_proj", "value_proj"))
@@ -41,12 +46,32 @@ def portable_name(name_or_path: str) -> str:
     return EMBEDDED_MODEL_NAME if path.exists() and path.resolve() == embedded else str(name_or_path)
 
 
+# Inside `weightless()`: models are built from their config (shapes only, for the memory estimate)
+_WEIGHTLESS: ContextVar[tuple[dict[str, dict[str, Any]], Any] | None] = ContextVar("weightless", default=None)
+
+
+@contextmanager
+def weightless(known_configs: dict[str, dict[str, Any]], build_in: Any) -> Iterator[None]:
+    """Models loaded inside are built from their config inside `build_in` (e.g. a FakeTensorMode), without
+    reading weights: what the memory estimate needs. A hub name that cannot be fetched falls back to
+    `known_configs[name]`."""
+    token = _WEIGHTLESS.set((known_configs, build_in))
+    try:
+        yield
+    finally:
+        _WEIGHTLESS.reset(token)
+
+
 def load_pretrained(loader: Any, name_or_path: str, trust_remote_code: bool = False, **kwargs: Any) -> Any:
-    """`loader.from_pretrained` with one clear message when the weights cannot be had.
+    """`loader.from_pretrained` with one clear message when the weights cannot be had (inside `weightless()`:
+    the model built from its config alone).
 
     `trust_remote_code` is passed explicitly (False unless the user sets it): a folder or hub repo
     that needs its own Python code is refused, never run, and never asks on the terminal.
     """
+    weightless_build = _WEIGHTLESS.get()
+    if weightless_build is not None and loader is not AutoConfig:
+        return _from_config(loader, name_or_path, trust_remote_code, weightless_build[1], **kwargs)
     try:
         return loader.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
     except ValueError as err:
@@ -57,6 +82,10 @@ def load_pretrained(loader: Any, name_or_path: str, trust_remote_code: bool = Fa
             "Fix: model.trust_remote_code=true, only if you trust that code"
         ) from err
     except OSError as err:
+        known = weightless_build[0] if weightless_build else {}
+        if loader is AutoConfig and name_or_path in known:
+            log.info("config of %s: the copy shipped with ftcompare (the hub cannot be reached)", name_or_path)
+            return AutoConfig.for_model(**{**known[name_or_path], **kwargs})
         if Path(name_or_path).expanduser().exists():
             raise ConfigError(
                 f"model.name_or_path={name_or_path!r} exists but is not a loadable Hugging Face model folder "
@@ -67,6 +96,15 @@ def load_pretrained(loader: Any, name_or_path: str, trust_remote_code: bool = Fa
             "Hugging Face Hub (no network, or no such model). Fix: use model=minilm (embedded) or "
             "model.name_or_path=/path/to/a/local/model"
         ) from err
+
+
+def _from_config(loader: Any, name_or_path: str, trust_remote_code: bool, build_in: Any, **kwargs: Any) -> Any:
+    """`loader`'s model built from its config inside `build_in`; loading info as `from_pretrained` gives it."""
+    loading_info = kwargs.pop("output_loading_info", False)
+    config = load_pretrained(AutoConfig, name_or_path, trust_remote_code, **kwargs)
+    with build_in:
+        model = loader.from_config(config, trust_remote_code=trust_remote_code)
+    return (model, {"missing_keys": set()}) if loading_info else model
 
 
 def load_model(

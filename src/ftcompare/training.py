@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from ftcompare.builders import build_datamodule, build_module, build_trainer
@@ -25,8 +26,34 @@ log = logging.getLogger(__name__)
 SLICING = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "fast_dev_run")
 HPARAM_COSTS = (
     *("perf/fit_time_s", "perf/train_samples_per_s", "perf/peak_memory_mb", "perf/train_memory_mb"),
-    "params/trainable",
+    *("memory/tensor_peak_mib", "params/trainable"),
 )
+# TensorBoard's Custom Scalars page: each chart draws every run whose tags match, so a sweep compares on one page
+COMPARISON_LAYOUT = {
+    "accuracy": {
+        "val/acc": ["Multiline", ["val/acc$"]],
+        "train/acc": ["Multiline", ["train/acc$"]],
+        "loss (train epoch, val)": ["Multiline", ["train/loss_epoch", "val/loss"]],
+    },
+    "time": {
+        "train samples/s": ["Multiline", ["perf/train_samples_per_s"]],
+        "epoch time (s)": ["Multiline", ["perf/epoch_time_s"]],
+        "fit time (s)": ["Multiline", ["run/fit_time_s"]],
+    },
+    "memory": {
+        "training memory, tensors at the step's peak (MiB)": ["Multiline", ["memory/total_mib"]],
+        "by category (MiB)": ["Multiline", ["memory/(parameters|gradients|optimizer_state|activations)_mib"]],
+        "process (RSS on CPU, allocator on GPU) above start (MB)": ["Multiline", ["perf/train_memory_mb"]],
+        "trainable parameters": ["Multiline", ["params/trainable$"]],
+    },
+}
+
+
+def add_comparison_layout(trainer: L.Trainer) -> None:
+    """The Custom Scalars layout (accuracy / time / memory) in each TensorBoard run."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_custom_scalars(COMPARISON_LAYOUT)
 
 
 def log_hparams_with_results(trainer: L.Trainer, record: dict[str, Any]) -> None:
@@ -76,6 +103,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer = build_trainer(cfg)
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    add_comparison_layout(trainer)
     if trainer.is_global_zero:
         save_resolved_config(cfg, output_dir)
 
@@ -87,6 +115,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     cost = CostMonitor.run_summary(trainer)
     memory = next((c.record for c in trainer.callbacks if isinstance(c, TrainingMemory)), None)
     cost["memory/tensor_peak_mib"] = memory["at_peak_mib"]["total"] if memory else None  # the headline figure
+    stages = memory.get("stages", []) if memory else []  # gradual: the first stage, before layers unfreeze
+    cost["memory/tensor_first_stage_mib"] = stages[0]["total_mib"] if stages else cost["memory/tensor_peak_mib"]
     checkpoint = trainer.checkpoint_callback
     best = str(Path(checkpoint.best_model_path).absolute()) if checkpoint and checkpoint.best_model_path else None
     val = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)[0]

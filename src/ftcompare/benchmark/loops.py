@@ -25,6 +25,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from ftcompare import CONF_DIR
 from ftcompare.benchmark.clock import LightningTicks, StepClock, TrainerTicks, achieved_flops, memory_from_here
 from ftcompare.builders import build_datamodule, build_module, build_trainer
+from ftcompare.callbacks import TrainingMemory
 from ftcompare.report.reading import REFERENCE  # full fine-tuning: every weight trains, so MFU is defined
 from ftcompare.resolvers import register_resolvers
 from ftcompare.strategies import FineTuningStrategy, strategy_class
@@ -126,6 +127,7 @@ class Bench:
             trainer.callbacks.append(ticks)
             trainer.fit(module, datamodule=self.datamodule)
             peak = memory.above_start_mb()
+            tracked = next((c.record for c in trainer.callbacks if isinstance(c, TrainingMemory)), None)
             evaluate = DataLoader(
                 self.eval_set.with_format("torch"),
                 batch_size=cfg.data.eval_batch_size,
@@ -146,6 +148,7 @@ class Bench:
             **figures,
             **(achieved_flops(module.model, clock, self.warmup) if strategy == REFERENCE else {}),
             "peak_mb": peak,
+            "tensor_mib": tracked["at_peak_mib"]["total"] if tracked else None,
             "eval_samples_per_s": eval_rate,
             "precision": str(trainer.precision),
         }

@@ -51,8 +51,9 @@ def table(rows: dict[str, dict[str, dict[str, Any]]]) -> pd.DataFrame:
                 "Trainer step ms": hf.get("step_ms"),
                 "ours tokens/s": ours["tokens_per_s"],
                 "Trainer tokens/s": hf.get("tokens_per_s"),
-                "ours peak MiB": ours["peak_mb"],
-                "Trainer peak MiB": hf.get("peak_mb"),
+                "tensor memory MiB": ours.get("tensor_mib"),
+                "ours process MiB": ours["peak_mb"],
+                "Trainer process MiB": hf.get("peak_mb"),
                 "ours eval samples/s": ours["eval_samples_per_s"],
                 "Trainer eval samples/s": hf.get("eval_samples_per_s"),
             }
@@ -78,7 +79,8 @@ def render(rows: dict[str, dict[str, dict[str, Any]]], rates: dict[str, float], 
         "",
         _markdown(table(rows)),
         "",
-        "Peak MiB: "
+        "Tensor memory MiB: training memory at the peak of one tracked step (tensors by category, the same "
+        "module in both loops). Process MiB: "
         + ("allocated GPU memory" if gpu else "resident memory")
         + " above the level before the model was built.",
     ]

@@ -33,11 +33,26 @@ class GradualUnfreeze(BaseFinetuning):
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
         self.freeze(self.stages(pl_module))
 
+    def unfrozen_at(self, pl_module: L.LightningModule, epoch: int) -> list[nn.Module]:
+        """The stages that train at `epoch`."""
+        stages = self.stages(pl_module)
+        return stages[: min(epoch // self.unfreeze_every, len(stages))]
+
+    def stage_epochs(self, pl_module: L.LightningModule, max_epochs: int) -> list[int]:
+        """Epochs at which one more stage joins (0: the head alone)."""
+        n_stages = len(self.stages(pl_module))
+        return [e for e in range(max_epochs) if e % self.unfreeze_every == 0 and e // self.unfreeze_every <= n_stages]
+
+    def trainable_at(self, pl_module: L.LightningModule, epoch: int) -> None:
+        """requires_grad as it is during `epoch` (the optimizer is not touched)."""
+        self.freeze_before_training(pl_module)
+        for stage in self.unfrozen_at(pl_module, epoch):
+            self.make_trainable(stage)
+
     def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: Optimizer) -> None:
         known = {id(p) for group in optimizer.param_groups for p in group["params"]}
         base_lr = optimizer.defaults["lr"]
-        stages = self.stages(pl_module)
-        for depth, stage in enumerate(stages[: min(epoch // self.unfreeze_every, len(stages))], start=1):
+        for depth, stage in enumerate(self.unfrozen_at(pl_module, epoch), start=1):
             self.make_trainable(stage)  # again after a resume, where the groups come back but not requires_grad
             if all(id(p) in known for p in stage.parameters()):
                 continue

@@ -20,7 +20,7 @@ from ftcompare.report.tables import best_per_strategy, display_table, markdown_t
 # Trade-off plots: x column, axis label, log scale.
 TRADEOFFS = [
     ("fit_time_s", "fit time (s)", False),
-    ("tensor_memory_mib", "training memory (MiB): tensors at the peak of one step", False),
+    ("tensor_memory_mib", "training memory (MiB): tensors at the peak of one step (bar: first stage to peak)", False),
     ("train_memory_mb", "training memory (MiB): peak above the level at fit start", False),  # runs before it
     ("trainable_params", "trainable parameters", True),
 ]

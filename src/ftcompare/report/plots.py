@@ -14,6 +14,7 @@ from ftcompare.report.tables import pareto_front
 MAX_LABELS = 8
 COLORS = {"full": "tab:blue", "frozen": "tab:green", "lora": "tab:orange", "gradual": "tab:purple"}  # the study's
 OTHERS = ["tab:red", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray"]
+RANGES = {"tensor_memory_mib": "tensor_memory_first_stage_mib"}  # a shaded bar from the first stage to the peak
 
 
 def _color(strategy: str) -> str:
@@ -48,6 +49,11 @@ def tradeoff(stats: pd.DataFrame, column: str, xlabel: str, log_x: bool = False)
             label="Pareto front" if i == 0 else None,
         )
         ax.scatter(front[f"{column}_mean"], front["test_acc_mean"], s=160, facecolors="none", edgecolors="gray")
+    low = RANGES.get(column)
+    for _, row in stats.iterrows() if low and f"{low}_mean" in stats else ():
+        if row[f"{low}_mean"] < row[f"{column}_mean"]:  # gradual: its first stage held less than its peak
+            xs = (row[f"{low}_mean"], row[f"{column}_mean"])
+            ax.plot(xs, [row["test_acc_mean"]] * 2, color=_color(row["strategy"]), linewidth=4, alpha=0.3)
     seen: set[str] = set()
     for index, row in stats.iterrows():
         ax.errorbar(

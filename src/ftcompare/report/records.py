@@ -23,6 +23,7 @@ MEASURED = {
     "epoch_time_s": ("cost", "perf/mean_epoch_time_s"),
     "train_samples_per_s": ("cost", "perf/train_samples_per_s"),
     "tensor_memory_mib": ("cost", "memory/tensor_peak_mib"),
+    "tensor_memory_first_stage_mib": ("cost", "memory/tensor_first_stage_mib"),  # below the peak for gradual
     "peak_memory_mb": ("cost", "perf/peak_memory_mb"),
     "train_memory_mb": ("cost", "perf/train_memory_mb"),
     "trainable_params": ("cost", "params/trainable"),

@@ -96,6 +96,13 @@ class FineTuningStrategy(L.LightningModule):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model(**model_inputs(batch)).logits
 
+    def stage_epochs(self, max_epochs: int) -> list[int]:
+        """Epochs at which the set of trainable parameters changes, from 0: where training memory is tracked."""
+        return [0]
+
+    def enter_stage(self, epoch: int) -> None:
+        """Make trainable what trains at `epoch` without a Trainer (the memory estimate); no-op: it never changes."""
+
     def parameter_counts(self) -> tuple[int, int]:
         """(trainable, total) parameters right now."""
         params = list(self.parameters())

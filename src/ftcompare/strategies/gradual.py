@@ -40,3 +40,9 @@ class GradualUnfreezing(FineTuningStrategy):
 
     def configure_callbacks(self) -> list[L.Callback]:
         return [self.unfreeze]
+
+    def stage_epochs(self, max_epochs: int) -> list[int]:
+        return self.unfreeze.stage_epochs(self, max_epochs)
+
+    def enter_stage(self, epoch: int) -> None:
+        self.unfreeze.trainable_at(self, epoch)
