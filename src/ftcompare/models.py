@@ -6,6 +6,7 @@ query/value projections and the classification head are found from the model its
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -47,15 +48,14 @@ def portable_name(name_or_path: str) -> str:
 
 
 # Inside `weightless()`: models are built from their config (shapes only, for the memory estimate)
-_WEIGHTLESS: ContextVar[tuple[dict[str, dict[str, Any]], Any] | None] = ContextVar("weightless", default=None)
+_WEIGHTLESS: ContextVar[dict[str, dict[str, Any]] | None] = ContextVar("weightless", default=None)
 
 
 @contextmanager
-def weightless(known_configs: dict[str, dict[str, Any]], build_in: Any) -> Iterator[None]:
-    """Models loaded inside are built from their config inside `build_in` (e.g. a FakeTensorMode), without
-    reading weights: what the memory estimate needs. A hub name that cannot be fetched falls back to
-    `known_configs[name]`."""
-    token = _WEIGHTLESS.set((known_configs, build_in))
+def weightless(known_configs: dict[str, dict[str, Any]]) -> Iterator[None]:
+    """Models loaded inside are built from their config, without reading weights: what the memory estimate
+    needs. A hub name that cannot be fetched falls back to `known_configs[name]`."""
+    token = _WEIGHTLESS.set(known_configs)
     try:
         yield
     finally:
@@ -69,9 +69,12 @@ def load_pretrained(loader: Any, name_or_path: str, trust_remote_code: bool = Fa
     `trust_remote_code` is passed explicitly (False unless the user sets it): a folder or hub repo
     that needs its own Python code is refused, never run, and never asks on the terminal.
     """
-    weightless_build = _WEIGHTLESS.get()
-    if weightless_build is not None and loader is not AutoConfig:
-        return _from_config(loader, name_or_path, trust_remote_code, weightless_build[1], **kwargs)
+    known = _WEIGHTLESS.get()
+    if known is not None and loader is not AutoConfig:
+        return _from_config(loader, name_or_path, trust_remote_code, **kwargs)
+    shipped = known.get(name_or_path) if known and loader is AutoConfig else None
+    if shipped is not None:
+        kwargs["local_files_only"] = True  # a cached copy, else the shipped one: no wait on the network
     try:
         return loader.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
     except ValueError as err:
@@ -82,10 +85,10 @@ def load_pretrained(loader: Any, name_or_path: str, trust_remote_code: bool = Fa
             "Fix: model.trust_remote_code=true, only if you trust that code"
         ) from err
     except OSError as err:
-        known = weightless_build[0] if weightless_build else {}
-        if loader is AutoConfig and name_or_path in known:
-            log.info("config of %s: the copy shipped with ftcompare (the hub cannot be reached)", name_or_path)
-            return AutoConfig.for_model(**{**known[name_or_path], **kwargs})
+        if shipped is not None:
+            _say_shipped(name_or_path)
+            kwargs.pop("local_files_only")
+            return AutoConfig.for_model(**{**shipped, **kwargs})
         if Path(name_or_path).expanduser().exists():
             raise ConfigError(
                 f"model.name_or_path={name_or_path!r} exists but is not a loadable Hugging Face model folder "
@@ -98,12 +101,17 @@ def load_pretrained(loader: Any, name_or_path: str, trust_remote_code: bool = Fa
         ) from err
 
 
-def _from_config(loader: Any, name_or_path: str, trust_remote_code: bool, build_in: Any, **kwargs: Any) -> Any:
-    """`loader`'s model built from its config inside `build_in`; loading info as `from_pretrained` gives it."""
+@functools.cache
+def _say_shipped(name: str) -> None:
+    """Once per process: which config a weightless model was built from."""
+    log.info("config of %s: the copy shipped with ftcompare (none cached here)", name)
+
+
+def _from_config(loader: Any, name_or_path: str, trust_remote_code: bool, **kwargs: Any) -> Any:
+    """`loader`'s model built from its config; loading info as `from_pretrained` gives it."""
     loading_info = kwargs.pop("output_loading_info", False)
     config = load_pretrained(AutoConfig, name_or_path, trust_remote_code, **kwargs)
-    with build_in:
-        model = loader.from_config(config, trust_remote_code=trust_remote_code)
+    model = loader.from_config(config, trust_remote_code=trust_remote_code)
     return (model, {"missing_keys": set()}) if loading_info else model
 
 

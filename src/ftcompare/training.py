@@ -143,7 +143,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "val": {k: float(v) for k, v in val.items()},
         "test": {k: float(v) for k, v in test.items()},
         "cost": {**cost, "checkpoint_size_mb": Path(best).stat().st_size / 2**20 if best else None},
-        "memory": memory,  # by category: docs/performance.md#training-memory-by-category
+        "memory": memory,  # by category: docs/memory.md
         "checkpoint": best,
         "resumed_from": resumed_from,
         "dropped_empty_texts": datamodule.dropped,

@@ -4,7 +4,6 @@ a run uses (`tracking.TrackedStep`), in Lightning's order. `python estimate.py [
 
 from __future__ import annotations
 
-import gc
 import logging
 from contextlib import nullcontext
 from pathlib import Path
@@ -52,18 +51,14 @@ def estimate(cfg: DictConfig) -> list[dict[str, Any]]:
     except ImportError as err:
         raise ConfigError(f"the estimate needs torch's fake tensors and MemTracker ({err}). Fix: torch>=2.5") from err
     model = OmegaConf.to_container(cfg.model, resolve=True)
-    fake = FakeTensorMode(allow_non_fake_inputs=True)  # the model's tensors fake; the metrics' real (and tiny)
-    with weightless(HUB_CONFIGS, build_in=fake):
+    with weightless(HUB_CONFIGS):
         check_backbone(model, cfg.data.max_length)
-        module = build_module(cfg)
+        with torch.device("meta"):  # shapes only; fake tensors replace them below
+            module = build_module(cfg)
     stages = module.stage_epochs(int(cfg.trainer.max_epochs or 1))
-    try:
-        with fake:
-            rows = [_trace(module, cfg, epoch, view, precision) for epoch in sorted({stages[0], stages[-1]})]
-    finally:  # fake tensors freed now: left to interpreter exit, their teardown aborted the test process here
-        del module
-        gc.collect()
-        FakeTensorMode.cache_clear()
+    with FakeTensorMode():
+        _materialize(module)
+        rows = [_trace(module, cfg, epoch, view, precision) for epoch in sorted({stages[0], stages[-1]})]
     for row in rows:
         row |= {
             "model": portable_name(model["name_or_path"]),
@@ -82,6 +77,22 @@ def estimate(cfg: DictConfig) -> list[dict[str, Any]]:
     if not (HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"):
         log.info("\n%s\nwritten to %s", text, out / "estimate.md")
     return rows
+
+
+def _materialize(module: torch.nn.Module) -> None:
+    """Every parameter and buffer as a CPU tensor of the same shape (fake under FakeTensorMode), shared ones
+    shared. The module is built on the meta device rather than under the fake mode, where copies made while
+    building (torchmetrics' clones, peft's copy of the head) would mix fake modes."""
+    made: dict[int, torch.Tensor] = {}
+    for sub in module.modules():
+        for tensors, is_param in ((sub._parameters, True), (sub._buffers, False)):
+            for name, tensor in tensors.items():
+                if tensor is None:
+                    continue
+                if id(tensor) not in made:
+                    new = torch.empty(tensor.shape, dtype=tensor.dtype, device="cpu")
+                    made[id(tensor)] = torch.nn.Parameter(new, tensor.requires_grad) if is_param else new
+                tensors[name] = made[id(tensor)]
 
 
 def _settings(cfg: DictConfig) -> tuple[str, list[float], float]:
