@@ -36,9 +36,9 @@ class TrainingMemory(L.Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
         epoch = trainer.current_epoch
-        stage_epochs = getattr(pl_module, "stage_epochs", lambda _: [0])(trainer.max_epochs or 1)
-        tracked = {stage["epoch"] for stage in self.stages}
-        if idx != self.at_step or epoch not in stage_epochs or epoch in tracked or self._step is not None:
+        if idx != self.at_step or self._step is not None or epoch in {stage["epoch"] for stage in self.stages}:
+            return
+        if epoch not in getattr(pl_module, "stage_epochs", lambda _: [0])(trainer.max_epochs or 1):
             return
         self._step, self._batch = track_step(pl_module, trainer.optimizers), batch
 
