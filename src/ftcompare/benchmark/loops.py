@@ -156,7 +156,7 @@ class Bench:
     def hf_trainer(self, strategy: str) -> dict[str, Any]:
         """`transformers.Trainer` set up as a user would (bf16 flag, dynamic padding, its default optimizer),
         training the module the strategy class builds (`TrainerModel`)."""
-        cfg = self.compose(strategy)
+        cfg = self.compose(strategy, "model.attn_implementation=sdpa")  # transformers' attention, as users run it
         torch.manual_seed(cfg.seed)
         clock = StepClock(self.device)
         memory = memory_from_here(self.device)

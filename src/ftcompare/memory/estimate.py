@@ -23,7 +23,7 @@ from ftcompare.io import write_atomic, write_json
 from ftcompare.memory.cuda_like import CudaLikeOps
 from ftcompare.memory.hub_configs import HUB_CONFIGS
 from ftcompare.memory.tracking import TrackedStep, at_peak_mib, parameter_mib
-from ftcompare.models import check_backbone, portable_name, weightless
+from ftcompare.models import FTC_ATTENTION, check_backbone, portable_name, weightless
 from ftcompare.report.tables import markdown_table
 from ftcompare.strategies import FineTuningStrategy
 from ftcompare.validation import validate
@@ -50,6 +50,8 @@ def estimate(cfg: DictConfig) -> list[dict[str, Any]]:
         from torch.distributed._tools.mem_tracker import MemTracker  # noqa: F401  (the tracker the trace needs)
     except ImportError as err:
         raise ConfigError(f"the estimate needs torch's fake tensors and MemTracker ({err}). Fix: torch>=2.5") from err
+    if view == "cuda_like" and OmegaConf.select(cfg, "model.attn_implementation") == FTC_ATTENTION:
+        cfg.model.attn_implementation = "sdpa"  # the GPU's fused kernel, as the view promises
     model = OmegaConf.to_container(cfg.model, resolve=True)
     with weightless(HUB_CONFIGS):
         check_backbone(model, cfg.data.max_length)
@@ -135,6 +137,7 @@ def _trace(module: FineTuningStrategy, cfg: DictConfig, epoch: int, view: str, p
         "attention_mask": torch.ones(shape, dtype=torch.long),
         "labels": torch.zeros(shape[0], dtype=torch.long),
     }
+    batch["attention_mask"][-1, -1] = 0  # padded, as a batch padded to its longest review is: the mask is traced
     clip = OmegaConf.select(cfg, "trainer.gradient_clip_val")
     tracked = None
     for step in range(2):
