@@ -56,7 +56,7 @@ _WEIGHTLESS: ContextVar[dict[str, dict[str, Any]] | None] = ContextVar("weightle
 @contextmanager
 def weightless(known_configs: dict[str, dict[str, Any]]) -> Iterator[None]:
     """Models loaded inside are built from their config, without reading weights: what the memory estimate
-    needs. A hub name that cannot be fetched falls back to `known_configs[name]`."""
+    needs. A name in `known_configs` takes its config from the local cache, else from there (no network)."""
     token = _WEIGHTLESS.set(known_configs)
     try:
         yield

@@ -23,8 +23,11 @@ class CudaLikeOps(TorchFunctionMode):
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = dict(kwargs or {})
-        if func is F.scaled_dot_product_attention:
-            kwargs["dropout_p"] = 0.0
+        if func is F.scaled_dot_product_attention:  # (query, key, value, attn_mask, dropout_p, ...)
+            if len(args) > 4:
+                args = (*args[:4], 0.0, *args[5:])
+            else:
+                kwargs["dropout_p"] = 0.0
         elif func is F.dropout:
             names = ("input", "p", "training", "inplace")
             bound = {**dict(zip(names, args, strict=False)), **kwargs}

@@ -4,6 +4,7 @@ a run uses (`tracking.TrackedStep`), in Lightning's order. `python estimate.py [
 
 from __future__ import annotations
 
+import json
 import logging
 from contextlib import nullcontext
 from pathlib import Path
@@ -73,7 +74,7 @@ def estimate(cfg: DictConfig) -> list[dict[str, Any]]:
         }
         if view == "cuda_like":
             row["fits_gb"] = [size for size in sizes if row["at_peak_mib"]["total"] + reserve <= size * 1024]
-    out = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.paths.output_dir)
+    out = Path(cfg.paths.output_dir)  # the Hydra job's folder (conf/paths)
     write_json(out / "estimate.json", {"rows": rows, "gpu_sizes_gb": sizes, "reserve_mib": reserve})
     text = write_table(out, rows, sizes, reserve)
     if not (HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"):
@@ -137,9 +138,7 @@ def _trace(module: FineTuningStrategy, cfg: DictConfig, epoch: int, view: str, p
         "attention_mask": torch.ones(shape, dtype=torch.long),
         "labels": torch.zeros(shape[0], dtype=torch.long),
     }
-    batch["attention_mask"][-1, -1] = 0  # padded, as a batch padded to its longest review is: the mask is traced
     clip = OmegaConf.select(cfg, "trainer.gradient_clip_val")
-    tracked = None
     for step in range(2):
         tracked = TrackedStep(module, [optimizer]) if step == 1 else None
         with CudaLikeOps() if view == "cuda_like" else nullcontext():
@@ -216,7 +215,7 @@ class TableOnMultirunEnd(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        records = [pd.read_json(p, typ="series") for p in _job_files(sweep_dir)]
+        records = [json.loads(p.read_text()) for p in _job_files(sweep_dir)]
         rows = [row for record in records for row in record["rows"]]
         if not rows:
             log.error("no estimate was made: see the errors above")
