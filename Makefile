@@ -9,8 +9,8 @@ install: ## torch first (a bare `torch` requirement would pull CUDA wheels), the
 	$(PIP) install -e ".[dev]"
 
 run: install ## train LoRA on the embedded defaults (IMDb + all-MiniLM-L6-v2) and print test accuracy
-	@echo "make run: LoRA, 3 epochs of 4,000 reviews. 33 min on a 2-core CPU with avx512-bf16 (bf16), about 2.3 h"
-	@echo "on a 2-core AVX2-only CPU (fp32), 52 s on one H200 GPU; after the first steps the run prints its own forecast."
+	@echo "make run: LoRA, 3 epochs of 4,000 reviews. 17 min on a 2-core CPU with avx512-bf16 (bf16); slower on an"
+	@echo "AVX2-only CPU (fp32), about a minute on one H200 GPU; after the first steps the run prints its own forecast."
 	$(PYTHON) train.py strategy=lora
 
 test: install ## the whole test suite (tiny models; tests marked `slow` train the real embedded model)
@@ -19,7 +19,7 @@ test: install ## the whole test suite (tiny models; tests marked `slow` train th
 test-fast: install ## the test suite without the tests marked `slow`
 	$(PYTHON) -m pytest -m "not slow"
 
-bench: install ## training throughput per strategy, ours vs Hugging Face Trainer (~10 min on 2 CPU cores); ARGS="--strategies full" etc.
+bench: install ## training throughput per strategy, ours vs Hugging Face Trainer (~11 min on 2 CPU cores); ARGS="--strategies full" etc.
 	$(PYTHON) bench.py $(ARGS)
 
 compare: ## the study: four strategies x seeds 0,1,2 on the defaults; writes the report into the sweep folder

@@ -16,6 +16,7 @@ from transformers import BertConfig, BertForSequenceClassification
 from ftcompare.benchmark import run, study_strategies
 from ftcompare.benchmark.clock import StepClock, training_flops
 from ftcompare.benchmark.loops import TrainerModel
+from ftcompare.benchmark.table import Study, study_hours
 from ftcompare.builders import build_datamodule, build_module
 
 
@@ -53,6 +54,23 @@ def test_bench_runs_both_loops_for_every_strategy(tiny_models, reviews_csv, tmp_
     for strategy in study_strategies():
         assert f"| {strategy}" in text
     assert "ours / Trainer" in text and "model FLOPs utilisation" in text
+    assert "experiment=compare` (4 strategies x 3 seeds, 2 epochs of 64 reviews" in text
+
+
+def test_the_study_projection_adds_every_run_of_the_sweep():
+    """Per seed: frozen's first epoch at its own rate, gradual's later stages at full's, evaluation at eval rates."""
+    runs = {
+        "full": {"samples_per_s": 10.0, "eval_samples_per_s": 50.0},
+        "frozen": {"samples_per_s": 1000.0, "epoch1_samples_per_s": 40.0, "eval_samples_per_s": 50.0},
+        "lora": {"samples_per_s": 20.0, "eval_samples_per_s": 50.0},
+        "gradual": {"samples_per_s": 40.0, "eval_samples_per_s": 50.0},
+    }
+    rows = {strategy: {"ours": figures} for strategy, figures in runs.items()}
+    study = Study(["full", "frozen", "lora", "gradual"], seeds=3, epochs=3, train=4000, val=1000, test=1000)
+    training = 3 * 400 + (100 + 2 * 4) + 3 * 200 + (100 + 2 * 400)
+    assert study_hours(rows, study) == pytest.approx(3 * (training + 4 * 4000 / 50.0) / 3600)
+    del rows["lora"]
+    assert study_hours(rows, study) is None
 
 
 def test_the_bench_times_the_studys_strategies_by_default():

@@ -164,3 +164,24 @@ def test_length_grouped_batches_cover_every_example_once_with_less_padding(revie
         masks = [b["attention_mask"] for b in batches]
         padding[grouped] = 1 - sum(float(m.sum()) for m in masks) / sum(m.numel() for m in masks)
     assert padding[True] < 0.75 * padding[False], padding
+    widths = [m.shape[1] for m in masks]
+    assert widths[0] == widths[1] == max(widths) > min(widths)  # the tracked (second) step: a full-length batch
+
+
+@pytest.mark.parametrize("split", ["validation", "test"])
+def test_grouped_evaluation_runs_longest_first_over_the_same_examples(reviews_csv, split):
+    """Metrics do not depend on order: the same examples, each once, in batches padded less."""
+    examples, padded, longest = {}, {}, []
+    for grouped in (False, True):
+        dm = make_dm(reviews_csv, max_length=256, batch_size=4, group_by_length=grouped)
+        dm.setup("fit")
+        batches = list(dm.val_dataloader() if split == "validation" else dm.test_dataloader())
+        examples[grouped] = sorted(
+            (tuple(row[mask.bool()].tolist()), label)
+            for b in batches
+            for row, mask, label in zip(b["input_ids"], b["attention_mask"], b["labels"].tolist(), strict=True)
+        )
+        padded[grouped] = sum(b["attention_mask"].numel() for b in batches)
+        longest = [int(b["attention_mask"].sum(1).max()) for b in batches]
+    assert longest == sorted(longest, reverse=True)
+    assert examples[True] == examples[False] and padded[True] < padded[False]

@@ -18,7 +18,13 @@ STRATEGIES = ["full", "lora", "frozen", "gradual"]
 def measured(compose_cfg, overrides: list[str], max_epochs: int = 1) -> TrainingMemory:
     cfg = compose_cfg(*overrides)
     tracked = TrainingMemory(at_step=1)
-    trainer = quiet_trainer(max_epochs=max_epochs, limit_train_batches=2, limit_val_batches=0, callbacks=[tracked])
+    trainer = quiet_trainer(  # at the precision the estimate reads from the same config
+        precision=cfg.trainer.precision,
+        max_epochs=max_epochs,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        callbacks=[tracked],
+    )
     trainer.fit(build_module(cfg), datamodule=build_datamodule(cfg))
     return tracked
 

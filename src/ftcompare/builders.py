@@ -11,6 +11,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from ftcompare.data import TextClassificationDataModule
+from ftcompare.dropout import use_fast_dropout
 from ftcompare.errors import ConfigError, first_line
 from ftcompare.strategies import FineTuningStrategy
 
@@ -30,15 +31,21 @@ def build_datamodule(cfg: DictConfig) -> TextClassificationDataModule:
 
 
 def build_module(cfg: DictConfig) -> FineTuningStrategy:
-    """The strategy's LightningModule with the shared model, labels, optimizer and schedule."""
-    return instantiate_unwrapped(
+    """The strategy's LightningModule with the shared model, labels, optimizer and schedule; with
+    `model.fast_dropout`, every dropout of it (the adapters' included) draws the cheaper mask of dropout.py."""
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    fast_dropout = model.pop("fast_dropout", False)  # a property of the run, not of the weights or checkpoints
+    module = instantiate_unwrapped(
         cfg.strategy,
         _convert_="all",  # plain containers, so checkpoints load with weights_only=True
-        model=OmegaConf.to_container(cfg.model, resolve=True),
+        model=model,
         label_names=list(cfg.data.label_names),
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
     )
+    if fast_dropout:
+        use_fast_dropout(module)
+    return module
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:

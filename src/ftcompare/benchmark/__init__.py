@@ -25,14 +25,24 @@ from omegaconf import OmegaConf
 from ftcompare import CONF_DIR
 from ftcompare.benchmark.clock import matmul_flops
 from ftcompare.benchmark.loops import Bench
-from ftcompare.benchmark.table import machine, render
+from ftcompare.benchmark.table import Study, machine, render
 from ftcompare.io import write_atomic
+
+
+def _study_params() -> Any:
+    return OmegaConf.load(CONF_DIR / "experiment" / "compare.yaml").hydra.sweeper.params
 
 
 def study_strategies() -> list[str]:
     """The strategies `experiment=compare` sweeps: what the bench times unless told otherwise."""
-    params = OmegaConf.load(CONF_DIR / "experiment" / "compare.yaml").hydra.sweeper.params
-    return str(params.strategy).split(",")
+    return str(_study_params().strategy).split(",")
+
+
+def study(cfg: Any) -> Study:
+    """The study's seeds from experiment=compare; epochs and splits from the bench's own settings."""
+    data = cfg.data
+    seeds = len(str(_study_params().seed).split(","))
+    return Study(study_strategies(), seeds, int(cfg.trainer.max_epochs), data.train_size, data.val_size, data.test_size)
 
 
 def _measure(bench: Bench, strategy: str, loop: str) -> dict[str, Any]:
@@ -66,7 +76,7 @@ def run(
             with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as worker:
                 rows[strategy][loop] = worker.submit(_measure, bench, strategy, loop).result()
     precision = next(iter(rows.values()))["ours"]["precision"]
-    text = render(rows, rates, str(bench.base_cfg.model.name_or_path), bench.describe(precision))
+    text = render(rows, rates, str(bench.base_cfg.model.name_or_path), bench.describe(precision), study(bench.base_cfg))
     shutil.rmtree(bench.workdir, ignore_errors=True)  # the loops' logs and checkpoints: not results
     if out_dir is not None:
         write_atomic(out_dir / "bench.md", text)

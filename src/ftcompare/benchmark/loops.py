@@ -18,7 +18,6 @@ from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import BaseFinetuning
 from omegaconf import DictConfig
 from torch import nn
-from torch.utils.data import DataLoader
 from transformers import Trainer, TrainingArguments
 from transformers.modeling_outputs import SequenceClassifierOutput
 
@@ -117,6 +116,7 @@ class Bench:
         )
         L.seed_everything(cfg.seed)
         clock = StepClock(self.device)
+        evaluate = self.datamodule.eval_loader("validation", limit=self.eval_samples)  # as a run evaluates
         shared_collate = self.datamodule.collate
         self.datamodule.collate = clock.collator(shared_collate)
         try:
@@ -128,11 +128,6 @@ class Bench:
             trainer.fit(module, datamodule=self.datamodule)
             peak = memory.above_start_mb()
             tracked = next((c.record for c in trainer.callbacks if isinstance(c, TrainingMemory)), None)
-            evaluate = DataLoader(
-                self.eval_set.with_format("torch"),
-                batch_size=cfg.data.eval_batch_size,
-                collate_fn=shared_collate,
-            )
             trainer.limit_val_batches = 1.0  # fit ran without validation
             start = time.perf_counter()
             trainer.validate(module, dataloaders=evaluate, verbose=False)
@@ -156,7 +151,8 @@ class Bench:
     def hf_trainer(self, strategy: str) -> dict[str, Any]:
         """`transformers.Trainer` set up as a user would (bf16 flag, dynamic padding, its default optimizer),
         training the module the strategy class builds (`TrainerModel`)."""
-        cfg = self.compose(strategy, "model.attn_implementation=sdpa")  # transformers' attention, as users run it
+        # transformers' attention and torch's dropout, as users run them
+        cfg = self.compose(strategy, "model.attn_implementation=sdpa", "model.fast_dropout=false")
         torch.manual_seed(cfg.seed)
         clock = StepClock(self.device)
         memory = memory_from_here(self.device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +70,48 @@ def _model_name(name_or_path: str) -> str:
     return "all-MiniLM-L6-v2 (embedded)" if name_or_path == embedded_model_path() else name_or_path
 
 
-def render(rows: dict[str, dict[str, dict[str, Any]]], rates: dict[str, float], model: str, settings: str) -> str:
-    """The markdown `make bench` prints: the table, then what it leaves out, the matmul rates and MFU."""
+@dataclass
+class Study:
+    """What `experiment=compare` trains: strategies, seeds, epochs and split sizes, to project its wall time."""
+
+    strategies: list[str]
+    seeds: int
+    epochs: int
+    train: int
+    val: int
+    test: int
+
+
+def study_hours(rows: dict[str, dict[str, dict[str, Any]]], study: Study) -> float | None:
+    """The study's projected wall time from our loop's rates: training, every epoch's validation and the test.
+
+    Frozen's first epoch runs at its first-epoch rate; gradual's later stages (more layers trainable) at full
+    fine-tuning's rate, an upper bound. Start-up and checkpoint writing are left out. None unless every strategy
+    of the study was timed."""
+    if not set(study.strategies) <= set(rows):
+        return None
+    seconds = 0.0
+    for strategy in study.strategies:
+        ours = rows[strategy]["ours"]
+        rates = [ours["samples_per_s"]] * study.epochs
+        if "epoch1_samples_per_s" in ours:
+            rates[0] = ours["epoch1_samples_per_s"]
+        if strategy == "gradual":
+            rates[1:] = [rows[REFERENCE]["ours"]["samples_per_s"]] * (study.epochs - 1)
+        evaluated = study.epochs * study.val + study.test
+        seconds += sum(study.train / rate for rate in rates) + evaluated / ours["eval_samples_per_s"]
+    return seconds * study.seeds / 3600
+
+
+def render(
+    rows: dict[str, dict[str, dict[str, Any]]],
+    rates: dict[str, float],
+    model: str,
+    settings: str,
+    study: Study | None = None,
+) -> str:
+    """The markdown `make bench` prints: the table, then what it leaves out, the matmul rates, MFU, and the
+    projected wall time of the study when every strategy of it was timed."""
     gpu = torch.cuda.is_available()
     lines = [
         "# Training throughput: ours vs Hugging Face Trainer",
@@ -107,5 +148,13 @@ def render(rows: dict[str, dict[str, dict[str, Any]]], rates: dict[str, float], 
         lines.append(
             f"{REFERENCE.capitalize()} fine-tuning, {who}: {achieved / 1e9:.0f} GFLOP/s achieved = "
             f"{shares} matmul rate (model FLOPs utilisation)."
+        )
+    hours = study_hours(rows, study) if study is not None else None
+    if hours is not None:
+        lines.append(
+            f"`python train.py -m experiment=compare` ({len(study.strategies)} strategies x {study.seeds} seeds, "
+            f"{study.epochs} epochs of {study.train} reviews, validation {study.val} per epoch, test {study.test}) "
+            f"projected at {hours * 60:.0f} min on this machine from our loop's rates (gradual's later stages at "
+            "full fine-tuning's rate; start-up not counted)."
         )
     return "\n".join(lines) + "\n"

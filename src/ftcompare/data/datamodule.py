@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -278,20 +279,25 @@ class TextClassificationDataModule(L.LightningDataModule):
         trainer = self.trainer
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
-    def _eval_loader(self, split: str) -> DataLoader:
+    def eval_loader(self, split: str, limit: int | None = None) -> DataLoader:
+        """Evaluation batches of `split` (its first `limit` examples if given); with `group_by_length`, longest
+        first: less padding, and the memory peak shows at once."""
         assert self.splits is not None, "call setup() first"
         processes, rank = self._replicas()
+        size = min(len(self.splits[split]), limit or len(self.splits[split]))
+        share: Sequence[int] = range(rank, size, processes)  # disjoint shares: metrics sync exactly
+        if self.hparams.group_by_length:
+            lengths = [len(ids) for ids in self.splits[split]["input_ids"]]
+            share = sorted(share, key=lambda i: -lengths[i])
         return self._loader(
-            split,
-            batch_size=self.hparams.eval_batch_size or 2 * self.hparams.batch_size,
-            sampler=range(rank, len(self.splits[split]), processes),  # disjoint shares: metrics sync exactly
+            split, batch_size=self.hparams.eval_batch_size or 2 * self.hparams.batch_size, sampler=share
         )
 
     def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("validation")
+        return self.eval_loader("validation")
 
     def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
+        return self.eval_loader("test")
 
 
 def split_fingerprint(split: Dataset) -> str:

@@ -50,9 +50,11 @@ class EpochOrder(Sampler[int]):
 
 
 class ResumableBatches(BatchSampler):
-    """Batches of an `EpochOrder`; length-grouped batches are served in random order, so no stretch of an
-    epoch (or a benchmark's window) is all long or all short batches. After a resume the batches the
-    run had already trained in that epoch are left out, once."""
+    """Batches of an `EpochOrder`. Length-grouped batches are served in random order, so no stretch of an
+    epoch (or a benchmark's window) is all long or all short batches, after the two longest: the memory
+    peak shows at once, and the step every run's memory tracker measures (the second) has the full length
+    in every strategy. After a resume the batches the run had already trained in that epoch are left out,
+    once."""
 
     sampler: EpochOrder
 
@@ -65,7 +67,10 @@ class ResumableBatches(BatchSampler):
 
     def __iter__(self) -> Iterator[list[int]]:
         batches = list(super().__iter__())
-        if self.sampler.lengths is not None:
+        lengths = self.sampler.lengths
+        if lengths is not None:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=self.sampler.generator()).tolist()]
+            longest = sorted(range(len(batches)), key=lambda k: -max(lengths[i] for i in batches[k]))[:2]
+            batches = [batches[k] for k in longest] + [b for k, b in enumerate(batches) if k not in longest]
         skip, self.skip = self.skip, 0
         yield from batches[skip:]

@@ -1,14 +1,17 @@
-"""`ftc_sdpa`: attention dropout from a cheaper mask, with the stock distribution, the stock results where no
-dropout applies, and the gradients of the plain attention formula."""
+"""dropout.py and `ftc_sdpa`: dropout from a cheaper mask, with the stock distribution, the stock results where no
+dropout applies, the gradients of the plain formulas, and every dropout of a run's model swapped."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from helpers import TINY_CONFIGS
+from helpers import TINY_CONFIGS, tiny_overrides
+from torch import nn
 from transformers import AutoModelForSequenceClassification
 
-from ftcompare.attention import NAME, attention_dropout, ftc_sdpa_attention, keep_mask, keep_threshold
+from ftcompare.attention import NAME, ftc_sdpa_attention
+from ftcompare.builders import build_module
+from ftcompare.dropout import FastDropout, dropout, keep_mask, keep_threshold, use_fast_dropout
 from ftcompare.errors import ConfigError
 from ftcompare.validation import validate
 
@@ -18,7 +21,7 @@ P = 0.1
 def test_the_keep_rate_is_one_minus_p_and_survivors_are_scaled():
     torch.manual_seed(0)
     ones = torch.ones(64, 12, 128, 128)  # 12.6M draws
-    dropped = attention_dropout(ones, P)
+    dropped = dropout(ones, P)
     _, rate = keep_threshold(P)
     assert rate == pytest.approx(1 - P, abs=1 / 65536)
     kept = dropped != 0
@@ -83,7 +86,7 @@ def test_training_with_dropout_takes_the_cheap_path(monkeypatch):
     config = TINY_CONFIGS["bert"]()
     model = AutoModelForSequenceClassification.from_config(config, attn_implementation=NAME).train()
     calls = []
-    monkeypatch.setattr("ftcompare.attention.keep_mask", lambda *a: calls.append(a) or keep_mask(*a))
+    monkeypatch.setattr("ftcompare.dropout.keep_mask", lambda *a: calls.append(a) or keep_mask(*a))
     model(input_ids=torch.randint(5, 100, (2, 16))).logits.sum().backward()
     assert len(calls) == config.num_hidden_layers and calls[0][1] == config.attention_probs_dropout_prob
 
@@ -91,3 +94,47 @@ def test_training_with_dropout_takes_the_cheap_path(monkeypatch):
 def test_an_unknown_attention_function_is_refused(compose_cfg):
     with pytest.raises(ConfigError, match=r"model\.attn_implementation='flash'"):
         validate(compose_cfg("model.attn_implementation=flash"))
+
+
+def test_fast_dropout_matches_its_formula_and_passes_through_where_no_dropout_applies():
+    torch.manual_seed(4)
+    x = torch.randn(3, 7, 5, dtype=torch.float64, requires_grad=True)
+    layer = FastDropout(P)
+    torch.manual_seed(5)
+    out = layer(x)
+    torch.manual_seed(5)
+    keep, rate = keep_mask(x.shape, P, x.device)
+    assert torch.allclose(out, x * keep / rate, rtol=1e-15)
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    assert torch.allclose(grad, keep.to(x.dtype) / rate, rtol=1e-15)
+    assert layer.eval()(x) is x and FastDropout(0.0)(x) is x
+
+
+@pytest.mark.parametrize("strategy", ["full", "lora", "gradual"])
+def test_a_run_module_has_every_dropout_fast_unless_switched_off(compose_cfg, tiny_models, reviews_csv, strategy):
+    """Hidden, head and (LoRA) adapter dropouts; state dict untouched; `model.fast_dropout=false` keeps torch's."""
+    overrides = [f"strategy={strategy}", *tiny_overrides(tiny_models["bert"], reviews_csv)]
+    fast, stock = (build_module(compose_cfg(*overrides, f"model.fast_dropout={v}")) for v in ("true", "false"))
+    kinds = [type(m) for m in fast.modules() if isinstance(m, nn.Dropout)]
+    assert kinds and set(kinds) == {FastDropout}, kinds
+    assert not any(isinstance(m, FastDropout) for m in stock.modules())
+    assert fast.state_dict().keys() == stock.state_dict().keys()
+    if strategy == "lora":
+        assert any("lora_dropout" in name for name, m in fast.named_modules() if isinstance(m, FastDropout))
+    assert "fast_dropout" not in fast.hparams.model  # not a property of the weights: checkpoints load anywhere
+
+
+def test_the_swap_keeps_mode_and_p_and_skips_in_place_dropout():
+    model = nn.Sequential(
+        nn.Dropout(0.2), nn.Sequential(nn.Dropout(0.3, inplace=True)), nn.ModuleDict({"a": nn.Dropout(0.1)})
+    )
+    model[2].eval()
+    assert use_fast_dropout(model) == 2
+    assert (type(model[0]), model[0].p, model[0].training) == (FastDropout, 0.2, True)
+    assert (type(model[2]["a"]), model[2]["a"].training) == (FastDropout, False)
+    assert type(model[1][0]) is nn.Dropout
+
+
+def test_fast_dropout_must_be_a_boolean(compose_cfg):
+    with pytest.raises(ConfigError, match=r"model\.fast_dropout='yes please'"):
+        validate(compose_cfg("model.fast_dropout='yes please'"))

@@ -1,0 +1,81 @@
+"""Dropout with a cheaper keep-mask on a CPU, with the same distribution: used by every `nn.Dropout` of a run's
+model when `model.fast_dropout` is on (the default), and by the `ftc_sdpa` attention (attention.py).
+
+On a CPU torch draws the Bernoulli mask element by element, which costs more than the matmuls around it. Here the
+mask comes from 64-bit random words split into four 16-bit lanes compared to a threshold: keep rate 1 - p to
+within 1 / 65536, from a quarter of the generator calls, kept as a 1-byte mask for the backward pass. On a CUDA
+device torch's fused dropout is already cheap and runs unchanged."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_LANES = 65536  # 16-bit lanes: the keep rate is 1 - p to within 1 / 65536
+
+
+def keep_threshold(p: float) -> tuple[int, float]:
+    """(threshold on a signed 16-bit lane, the exact keep rate it gives) for dropout probability `p`."""
+    dropped = round(p * _LANES)
+    return dropped - _LANES // 2, 1 - dropped / _LANES
+
+
+def keep_mask(shape: torch.Size, p: float, device: torch.device) -> tuple[torch.Tensor, float]:
+    """A boolean keep-mask of `shape` drawn from the default generator, and its keep rate."""
+    threshold, rate = keep_threshold(p)
+    n = shape.numel()
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), 2**63 - 1)
+    return words.view(torch.int16)[:n].view(shape) >= threshold, rate
+
+
+class _Dropout(torch.autograd.Function):
+    """x * keep / rate, saving only the 1-byte mask for backward."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, keep: torch.Tensor, rate: float) -> torch.Tensor:
+        ctx.save_for_backward(keep)
+        ctx.scale = 1 / rate
+        return torch.where(keep, x * ctx.scale, 0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (keep,) = ctx.saved_tensors
+        return torch.where(keep, grad * ctx.scale, 0), None, None
+
+
+def draws_own_mask(device: torch.device) -> bool:
+    """Whether torch's own dropout is the cheaper one on `device` (CUDA's fused kernels)."""
+    return device.type == "cuda"
+
+
+def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """Inverted dropout as `F.dropout(x, p, training)`, with the cheap mask where torch's costs more."""
+    if not training or p == 0.0:
+        return x
+    if draws_own_mask(x.device) or p == 1.0:
+        return F.dropout(x, p, training)
+    keep, rate = keep_mask(x.shape, p, x.device)
+    return _Dropout.apply(x, keep, rate)
+
+
+class FastDropout(nn.Dropout):
+    """`nn.Dropout` drawing its mask with `dropout`; same `p`, same state dict."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
+
+
+def use_fast_dropout(module: nn.Module) -> int:
+    """Replace every plain, not-in-place `nn.Dropout` below `module` by a `FastDropout`; how many were replaced."""
+    targets = [
+        (parent, name, child)
+        for parent in module.modules()
+        for name, child in parent.named_children()
+        if type(child) is nn.Dropout and not child.inplace
+    ]
+    for parent, name, child in targets:
+        parent._modules[name] = FastDropout(child.p).train(child.training)
+    return len(targets)
