@@ -64,9 +64,10 @@ def validate(cfg: DictConfig) -> None:
             f"model.attn_implementation={attention!r} is not an attention function here. "
             f"Fix: one of {', '.join(ATTENTION_CHOICES)}"
         )
-    if OmegaConf.select(cfg, "model.fast_dropout") not in (None, True, False):
+    fast_dropout = OmegaConf.select(cfg, "model.fast_dropout")
+    if fast_dropout not in (None, True, False):
         raise ConfigError(
-            f"model.fast_dropout={OmegaConf.select(cfg, 'model.fast_dropout')!r} is not a boolean. "
+            f"model.fast_dropout={fast_dropout!r} is not a boolean. "
             "Fix: model.fast_dropout=true (the cheaper dropout mask) or false (torch's)"
         )
     name = OmegaConf.select(cfg, "model.name_or_path")

@@ -249,7 +249,7 @@ class TextClassificationDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams
         assert self.splits is not None, "call setup() first"
-        lengths = [len(ids) for ids in self.splits["train"]["input_ids"]] if hp.group_by_length else None
+        lengths = self._lengths("train") if hp.group_by_length else None
         order = EpochOrder(len(self.splits["train"]), hp.seed, lengths, hp.batch_size, *self._replicas())
         self.train_batches = ResumableBatches(order, hp.batch_size)
         if self.resume_at is not None:
@@ -279,6 +279,11 @@ class TextClassificationDataModule(L.LightningDataModule):
         trainer = self.trainer
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
+    def _lengths(self, split: str) -> list[int]:
+        """Tokens per example of `split`, for length-grouped batches."""
+        assert self.splits is not None, "call setup() first"
+        return [len(ids) for ids in self.splits[split]["input_ids"]]
+
     def eval_loader(self, split: str, limit: int | None = None) -> DataLoader:
         """Evaluation batches of `split` (its first `limit` examples if given); with `group_by_length`, longest
         first: less padding, and the memory peak shows at once."""
@@ -287,7 +292,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         size = min(len(self.splits[split]), limit or len(self.splits[split]))
         share: Sequence[int] = range(rank, size, processes)  # disjoint shares: metrics sync exactly
         if self.hparams.group_by_length:
-            lengths = [len(ids) for ids in self.splits[split]["input_ids"]]
+            lengths = self._lengths(split)
             share = sorted(share, key=lambda i: -lengths[i])
         return self._loader(
             split, batch_size=self.hparams.eval_batch_size or 2 * self.hparams.batch_size, sampler=share
