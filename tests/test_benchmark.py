@@ -54,11 +54,12 @@ def test_bench_runs_both_loops_for_every_strategy(tiny_models, reviews_csv, tmp_
     for strategy in study_strategies():
         assert f"| {strategy}" in text
     assert "ours / Trainer" in text and "model FLOPs utilisation" in text
-    assert "experiment=compare` (4 strategies x 3 seeds, 2 epochs of 64 reviews" in text
+    assert "experiment=compare` (4 strategies x 3 seeds, epochs 2 of 64 reviews" in text
 
 
 def test_the_study_projection_adds_every_run_of_the_sweep():
-    """Per seed: frozen's first epoch at its own rate, gradual's later stages at full's, evaluation at eval rates."""
+    """Per seed: each strategy's own epochs; frozen's first epoch at its own rate, gradual's first stage (10%) at its
+    own and the rest at full's; evaluation at eval rates."""
     runs = {
         "full": {"samples_per_s": 10.0, "eval_samples_per_s": 50.0},
         "frozen": {"samples_per_s": 1000.0, "epoch1_samples_per_s": 40.0, "eval_samples_per_s": 50.0},
@@ -66,9 +67,11 @@ def test_the_study_projection_adds_every_run_of_the_sweep():
         "gradual": {"samples_per_s": 40.0, "eval_samples_per_s": 50.0},
     }
     rows = {strategy: {"ours": figures} for strategy, figures in runs.items()}
-    study = Study(["full", "frozen", "lora", "gradual"], seeds=3, epochs=3, train=4000, val=1000, test=1000)
-    training = 3 * 400 + (100 + 2 * 4) + 3 * 200 + (100 + 2 * 400)
-    assert study_hours(rows, study) == pytest.approx(3 * (training + 4 * 4000 / 50.0) / 3600)
+    epochs = {"full": 3, "frozen": 10, "lora": 3, "gradual": 3}
+    study = Study(list(runs), seeds=3, epochs=epochs, train=4000, val=1000, test=1000, first_stage={"gradual": 0.1})
+    training = 3 * 400 + (100 + 9 * 4) + 3 * 200 + 3 * (0.1 * 100 + 0.9 * 400)
+    evaluated = (3 + 10 + 3 + 3) * 1000 + 4 * 1000
+    assert study_hours(rows, study) == pytest.approx(3 * (training + evaluated / 50.0) / 3600)
     del rows["lora"]
     assert study_hours(rows, study) is None
 

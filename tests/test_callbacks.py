@@ -74,10 +74,20 @@ def test_memory_an_earlier_run_freed_counts_again_for_the_next_run():
     assert first > 200 and second > 0.9 * first, (first, second)
 
 
+@pytest.mark.parametrize(
+    ("strategy", "expected"),
+    [
+        ("full", ["ends in about", "(3 of 6 training steps left at", "4 evaluation batches at"]),
+        # frozen: only its first epoch is slow (later ones reuse the features): 3 steps, 1 validation + best + test
+        ("frozen", ["ends in about", "(0 of 3 training steps left at", "3 evaluation batches at", "reuse its work"]),
+        # gradual: timed while the head trains alone, a lower bound
+        ("gradual", ["ends in at least", "(3 of 6 training steps left at", "later stages train more layers"]),
+    ],
+)
 def test_the_forecast_comes_once_after_the_first_steps_and_counts_the_whole_run(
-    compose_cfg, tiny_models, reviews_csv, caplog
+    compose_cfg, tiny_models, reviews_csv, caplog, strategy, expected
 ):
-    cfg = compose_cfg("strategy=full", *tiny_overrides(tiny_models["bert"], reviews_csv))
+    cfg = compose_cfg(f"strategy={strategy}", *tiny_overrides(tiny_models["bert"], reviews_csv))
     trainer = quiet_trainer(
         max_epochs=2, limit_train_batches=3, limit_val_batches=2, num_sanity_val_steps=1, callbacks=[Forecast(2)]
     )
@@ -85,12 +95,13 @@ def test_the_forecast_comes_once_after_the_first_steps_and_counts_the_whole_run(
         trainer.fit(build_module(cfg), datamodule=build_datamodule(cfg))
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("forecast:")]
     # 2 epochs x 3 steps; 3 validations (2 epochs + the best checkpoint again) of 1 batch + 1 test batch
-    assert "(3 of 6 training steps left at" in line and "4 evaluation batches at" in line and "debug=limit" in line
+    assert all(part in line for part in expected) and "debug=limit" in line, line
     assert duration(45) == "45 s" and duration(14 * 60) == "14 min" and duration(137 * 60) == "2 h 17 min"
 
 
 def _memory_by_category(compose_cfg, tiny_models, reviews_csv, strategy: str) -> dict:
-    cfg = compose_cfg(f"strategy={strategy}", *tiny_overrides(tiny_models["bert"], reviews_csv))
+    head_alone = ["strategy.head_only=0.9", "strategy.all_from=0.9"] if strategy == "gradual" else []  # 1st stage
+    cfg = compose_cfg(f"strategy={strategy}", *tiny_overrides(tiny_models["bert"], reviews_csv), *head_alone)
     tracked = TrainingMemory(at_step=1)
     trainer = quiet_trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=0, callbacks=[tracked])
     trainer.fit(build_module(cfg), datamodule=build_datamodule(cfg))

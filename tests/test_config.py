@@ -66,9 +66,16 @@ def test_every_strategy_instantiates_with_its_own_learning_rate(compose_cfg, tin
     assert isinstance(module, FineTuningStrategy) and module.name == strategy
     trainable, total = module.parameter_counts()
     assert 0 < trainable <= total
-    defaults = {"full": 1e-4, "frozen": 2e-3, "lora": 1e-3, "gradual": 5e-4}
+    defaults = {"full": 1e-4, "frozen": 2e-3, "lora": 1e-3, "gradual": 1e-4}
     defaults |= {"bitfit": 1e-3, "ia3": 3e-3, "lora_all": 5e-4, "dora": 1e-3}
     assert cfg.optimizer.lr == defaults[strategy]
+
+
+def test_a_strategy_yaml_sets_its_epochs_and_the_command_line_wins(compose_cfg):
+    """frozen trains its cached head for 10 epochs, the rest 3; trainer.max_epochs on the command line wins."""
+    epochs = {s: compose_cfg(f"strategy={s}").trainer.max_epochs for s in ("full", "frozen", "lora", "gradual")}
+    assert epochs == {"full": 3, "frozen": 10, "lora": 3, "gradual": 3}
+    assert compose_cfg("strategy=frozen", "trainer.max_epochs=1").trainer.max_epochs == 1
 
 
 def test_lr_sweep_scales_each_strategys_own_default(compose_cfg):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from ftcompare.data import TextClassificationDataModule
+from ftcompare.data.truncation import encode
 from ftcompare.errors import ConfigError
 from ftcompare.resolvers import embedded_model_path
 
@@ -141,7 +142,7 @@ def test_tfidf_baseline_runs_on_the_same_split_and_window(compose_cfg, reviews_c
         "data.test_size=50",
     )
     result = run(cfg)
-    assert set(result["tfidf_whole_text"]) == set(result["tfidf_first_16_tokens"]) == {"validation", "test"}
+    assert set(result["tfidf_whole_text"]) == set(result["tfidf_head_16_tokens"]) == {"validation", "test"}
     assert all(0.4 < acc <= 1 for acc in result["tfidf_whole_text"].values())
     assert result["test_share_longer_than_16_tokens"] == 1.0  # every review is longer than 16 tokens
 
@@ -185,3 +186,29 @@ def test_grouped_evaluation_runs_longest_first_over_the_same_examples(reviews_cs
         longest = [int(b["attention_mask"].sum(1).max()) for b in batches]
     assert longest == sorted(longest, reverse=True)
     assert examples[True] == examples[False] and padded[True] < padded[False]
+
+
+@pytest.mark.parametrize("truncation", ["head", "tail", "head_tail"])
+def test_truncation_keeps_the_chosen_ends_of_a_long_review(reviews_csv, truncation):
+    """The special tokens stay; head keeps the first tokens, tail the last, head_tail the first and last half."""
+    dm = make_dm(reviews_csv, truncation=truncation)
+    dm.setup()
+    raw = list(dm.raw_splits()["train"]["text"])
+    whole = dm.tokenizer(raw, add_special_tokens=False, verbose=False)["input_ids"]
+    long = [i for i, ids in enumerate(whole) if len(ids) > 40]
+    assert long, "the fixture needs reviews longer than max_length"
+    cls, sep = dm.tokenizer.cls_token_id, dm.tokenizer.sep_token_id
+    budget = 32 - 2
+    head = {"head": budget, "tail": 0, "head_tail": budget // 2}[truncation]
+    for i in long:
+        ids = dm.splits["train"][i]["input_ids"]
+        assert len(ids) == 32 and ids[0] == cls and ids[-1] == sep
+        assert ids[1:-1] == whole[i][:head] + whole[i][len(whole[i]) - (budget - head) :]
+        assert dm.splits["train"][i]["attention_mask"] == [1] * 32
+    short = encode(dm.tokenizer, ["A fine film."], 32, truncation)["input_ids"][0]
+    assert short == dm.tokenizer("A fine film.")["input_ids"]  # a text that fits is kept whole
+
+
+def test_truncation_is_refused_unless_known(reviews_csv):
+    with pytest.raises(ConfigError, match=r"data\.truncation='middle'"):
+        make_dm(reviews_csv, truncation="middle")

@@ -13,6 +13,7 @@ from ftcompare.errors import ConfigError
 from ftcompare.memory.estimate import estimate
 
 STRATEGIES = ["full", "lora", "frozen", "gradual"]
+HEAD_ALONE = ["strategy.head_only=0.9", "strategy.all_from=0.9"]  # gradual's first stage for a short run's steps
 
 
 def measured(compose_cfg, overrides: list[str], max_epochs: int = 1) -> TrainingMemory:
@@ -36,6 +37,7 @@ def test_the_estimate_is_within_10_percent_of_the_measured_peak(compose_cfg, tin
     for strategy in STRATEGIES:
         overrides = [f"strategy={strategy}", *tiny_overrides(tiny_models["bert"], reviews_csv)]
         overrides += [f"data.batch_size={batch_size}", "data.max_length=128"]
+        overrides += HEAD_ALONE if strategy == "gradual" else []
         record = measured(compose_cfg, overrides).record
         assert record["batch_shape"] == [batch_size, 128]
         (row, *_) = estimate(compose_cfg(*overrides, "estimate.view=cpu", config="estimate"))
@@ -47,14 +49,15 @@ def test_the_estimate_is_within_10_percent_of_the_measured_peak(compose_cfg, tin
 def test_gradual_is_tracked_at_each_stage_and_the_estimate_predicts_its_last(compose_cfg, tiny_models, reviews_csv):
     """Its trainable set, and with it the memory, grows as layers unfreeze; the run's figure is the largest."""
     overrides = ["strategy=gradual", *tiny_overrides(tiny_models["bert"], reviews_csv), "data.max_length=128"]
-    tracked = measured(compose_cfg, [*overrides, "trainer.max_epochs=3"], max_epochs=3)
+    schedule = ["strategy.head_only=0.3", "strategy.all_from=0.7"]  # 6 steps: stages from steps 0, 2 and 4
+    tracked = measured(compose_cfg, [*overrides, *schedule, "trainer.max_epochs=3"], max_epochs=3)
     stages = tracked.record["stages"]
-    assert [s["epoch"] for s in stages] == [0, 1, 2]
+    assert [(s["stage"], s["step"]) for s in stages] == [(0, 1), (1, 3), (2, 5)]  # each stage's second step
     totals = [s["total_mib"] for s in stages]
     assert totals == sorted(totals) and totals[0] < totals[-1] and tracked.record["at_peak_mib"]["total"] == totals[-1]
     assert [s["parameters_trainable_mib"] for s in stages] == sorted({s["parameters_trainable_mib"] for s in stages})
     first, last = estimate(compose_cfg(*overrides, "trainer.max_epochs=3", "estimate.view=cpu", config="estimate"))
-    assert (first["epoch"], last["epoch"]) == (0, 2)
+    assert (first["stage"], last["stage"], last["stages"]) == (0, 2, 3)
     assert last["at_peak_mib"]["total"] == pytest.approx(totals[-1], rel=0.1)
     assert first["at_peak_mib"]["total"] == pytest.approx(totals[0], rel=0.1)
 
@@ -104,8 +107,8 @@ def test_a_sweep_writes_one_table_in_seconds_and_works_offline_for_the_hub_model
     assert set(table["model"]) == {"bert-base-uncased"}
     bert = table[(table["model"] == "bert-base-uncased") & (table["strategy"] == "lora")]
     assert bert["parameters_frozen_mib"].iloc[0] == pytest.approx(109.48e6 * 4 / 2**20, rel=0.01)  # 109.5M params
-    gradual = table[table["strategy"] == "gradual"].sort_values("epoch")
-    assert list(gradual["epoch"]) == [0, 2] and gradual["total_mib"].is_monotonic_increasing
+    gradual = table[table["strategy"] == "gradual"].sort_values("stage")
+    assert list(gradual["stage"]) == [0, 3] and gradual["total_mib"].is_monotonic_increasing  # 12 layers, 3 groups
     assert "fits on (GB)" in (tmp_path / "sweep" / "estimate.md").read_text()
     assert "fits on (GB)" in result.stderr + result.stdout
     refused = run_script("estimate.py", "model=nope", cwd=tmp_path)
@@ -120,6 +123,7 @@ def test_on_the_real_model_the_estimate_is_within_10_percent(compose_cfg):
     for strategy in STRATEGIES:
         overrides = [f"strategy={strategy}", f"data.batch_size={batch_size}", "data.max_length=64"]
         overrides += ["data.train_size=32", "data.val_size=16", "data.test_size=16"]
+        overrides += HEAD_ALONE if strategy == "gradual" else []
         record = measured(compose_cfg, overrides).record
         assert record["batch_shape"] == [batch_size, 64]
         (row, *_) = estimate(compose_cfg(*overrides, "estimate.view=cpu", config="estimate"))

@@ -11,6 +11,8 @@ from helpers import run_script, tiny_overrides, write_csv
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from ftcompare.runs import RESOLVED_CONFIG, run_config
+
 
 @pytest.mark.parametrize("strategy", ["lora", "frozen"])
 def test_eval_gives_the_test_metrics_training_reported(tmp_path, tiny_models, reviews_csv, strategy):
@@ -76,3 +78,19 @@ def test_predict_labels_texts_and_reproduces_the_test_accuracy(tmp_path, tiny_mo
     assert len((tmp_path / "r" / "predictions.jsonl").read_text().splitlines()) == 3
     missing = run_script("predict.py", ckpt, f"input={renamed}", f"hydra.run.dir={tmp_path / 's'}")
     assert missing.returncode == 2 and "has no column 'text'; it has ['review']" in missing.stderr
+
+
+def test_a_run_trained_before_a_setting_changed_is_read_in_todays_terms(tmp_path):
+    """Frozen runs from before `strategy.layers` read the last layer; gradual's epoch schedule keys are dropped."""
+    for strategy, before, after in [
+        ({"name": "frozen", "pooling": "mean"}, set(), {"layers": [-1]}),
+        ({"name": "gradual", "unfreeze_every": 1, "lr_decay": 2.6}, {"unfreeze_every", "lr_decay"}, {}),
+    ]:
+        run = tmp_path / strategy["name"]
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "config.yaml").write_text("{}")
+        (run / "checkpoints").mkdir()
+        (run / "checkpoints" / "best.ckpt").write_bytes(b"")
+        OmegaConf.save({"strategy": strategy}, run / RESOLVED_CONFIG)
+        upgraded = run_config(run / "checkpoints" / "best.ckpt").strategy
+        assert not before & set(upgraded) and all(upgraded[k] == v for k, v in after.items())

@@ -1,5 +1,6 @@
 """The frozen strategy's feature cache: the backbone runs once per example, the cached features are
-the ones it would compute, and the on-disk copy is only reused for the same model, pooling and data."""
+the ones it would compute, and the on-disk copy is only reused for the same model, pooling, layers and data;
+features of several layers, concatenated or mixed."""
 
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ def frozen(compose_cfg, tiny_models, reviews_csv):
 
 def test_backbone_runs_once_per_example_and_the_head_keeps_training(frozen):
     cfg, module = frozen()
+    assert module.model.layers == (-1, -2)  # the default, the last 4 layers: all of this 2-layer model
     calls = BackboneCalls(module)
     head_after_epoch = []
 
@@ -104,4 +106,31 @@ def test_disk_cache_is_reused_for_the_same_setup_only(frozen, tmp_path):
     cfg, cls = frozen(cache_dir, "strategy.pooling=cls")  # other features: another file
     fit(cfg, cls, epochs=1)
     assert cls.cache.misses == cfg.data.train_size
-    assert len(list((tmp_path / "features").glob("*.pt"))) == 2
+    cfg, layers = frozen(cache_dir, "strategy.layers=[-1]")  # other layers: another file
+    fit(cfg, layers, epochs=1)
+    assert layers.cache.misses == cfg.data.train_size
+    assert len(list((tmp_path / "features").glob("*.pt"))) == 3
+
+
+@pytest.mark.parametrize("combine", ["concat", "mix"])
+def test_features_of_several_layers_are_each_layers_mean_and_the_head_combines_them(frozen, combine):
+    """layers [-1, 0]: the last layer's and the embeddings' mean-pooled output, in that order; the head reads
+    both (concat: twice the width; mix: a learned softmax weight per layer, trained)."""
+    cfg, module = frozen("strategy.layers=[-1,0]", f"strategy.combine={combine}")
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.val_dataloader()))
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    features = module.features(batch)
+    hidden = module.model.backbone(**inputs, output_hidden_states=True).hidden_states
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    for i, state in enumerate((hidden[-1], hidden[0])):
+        assert torch.allclose(features[:, i], (state * mask).sum(1) / mask.sum(1), atol=1e-5)
+    width = module.model.backbone.config.hidden_size
+    first = next(m for m in module.model.head if isinstance(m, torch.nn.Linear))
+    assert first.in_features == (2 * width if combine == "concat" else width)
+    if combine == "mix":
+        mix = module.model.combine
+        before = mix.weights.detach().clone()
+        fit(cfg, module, epochs=1)
+        assert not torch.equal(mix.weights.detach(), before), "the layer weights must train"

@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from ftcompare.io import write_json
+from ftcompare.report.baseline import baseline_table, sweep_baseline
 from ftcompare.report.reading import reading
 from ftcompare.report.records import MEASURED, collect_runs, read_val_curves
 from ftcompare.report.tables import best_per_strategy, pareto_front, summarise
@@ -95,6 +96,28 @@ def test_runs_with_limited_batches_are_marked_and_not_given_a_test_size(tiny_swe
     results = pd.read_csv(tiny_sweep / "results.csv")
     assert results["split"].str.endswith("(limited batches)").all()  # never grouped with full evaluations
     assert "test examples" not in (tiny_sweep / "summary.md").read_text()
+    assert not (tiny_sweep / "baselines.json").exists()  # nor read against a baseline
+
+
+def test_the_baseline_is_computed_once_on_the_runs_split_and_shown(tmp_path, compose_cfg, tiny_models, reviews_csv):
+    """One split shared by the runs: TF-IDF is fitted on it, kept in baselines.json, and shown in the report."""
+    cfg = compose_cfg(*tiny_overrides(tiny_models["bert"], reviews_csv))
+    (tmp_path / "0_full" / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, tmp_path / "0_full" / ".hydra" / "config.yaml")
+    runs = pd.DataFrame(
+        [{"model": "m", "data": "files", "split": "64/32/32 seed 42", "max_length": 64, "dir": "0_full"}]
+    )
+    baseline = sweep_baseline(tmp_path, runs)
+    assert json.loads((tmp_path / "baselines.json").read_text()) == baseline
+    assert set(baseline["tfidf_whole_text"]) == {"validation", "test"} and "tfidf_head_64_tokens" in baseline
+    table = baseline_table(baseline)
+    assert list(table["baseline"]) == [
+        "TF-IDF + logistic regression, whole review",
+        "TF-IDF + logistic regression, the model's 64 tokens (head)",
+    ]
+    (tmp_path / "0_full" / ".hydra" / "config.yaml").unlink()  # the kept file is read, nothing recomputed
+    assert sweep_baseline(tmp_path, runs) == baseline
+    assert sweep_baseline(tmp_path / "other", pd.concat([runs, runs.assign(data="imdb")])) is None  # two datasets
 
 
 def test_validation_curves_have_one_point_per_training_epoch(tiny_sweep):
@@ -207,6 +230,37 @@ def test_best_configuration_is_chosen_on_validation_not_test():
     assert any(s.startswith("lora reaches 94.1% of full's test accuracy") for s in reading(best.reset_index()))
 
 
+def test_a_tie_on_validation_is_not_broken_by_test():
+    runs = _runs(
+        [
+            {"model": "m", "strategy": "gradual", "lr": 3e-4, "seed": 0, "test_acc": 0.895, "val_acc": 0.896},
+            {"model": "m", "strategy": "gradual", "lr": 1e-4, "seed": 0, "test_acc": 0.890, "val_acc": 0.896},
+        ]
+    )
+    runs.loc[runs["lr"] == 3e-4, "fit_time_s"] = 900.0
+    runs.loc[runs["lr"] == 1e-4, "fit_time_s"] = 800.0
+    (best,) = best_per_strategy(summarise(runs)).itertuples()
+    assert best.lr == 1e-4  # the shorter fit, not the better test accuracy
+
+
+def test_the_verdict_and_the_baseline_follow_the_numbers():
+    """Most accurate first; the leanest and the quickest of those within 0.01 (or two SE) of it; TF-IDF's margin."""
+    rows = []
+    figures = [("full", 0.890, 1300, 900), ("lora", 0.885, 950, 950), ("frozen", 0.84, 130, 100)]
+    figures += [("gradual", 0.870, 1200, 700)]
+    for strategy, acc, memory, time in figures:
+        for seed, noise in enumerate((-0.001, 0.0, 0.001)):
+            measured = {"test_acc": acc + noise, "val_acc": acc, "tensor_memory_mib": memory, "fit_time_s": time}
+            rows.append({"model": "m", "strategy": strategy, "lr": 1e-4, "seed": seed, **measured})
+    sentences = reading(best_per_strategy(summarise(_runs(rows))), baseline_test=0.878)
+    assert sentences[-1] == (
+        "verdict: most accurate full (0.890); if memory matters, lora (0.885, 950 vs 1,300 MiB) "
+        "(within 0.010 of the best counts as close)."
+    )
+    baseline = next(s for s in sentences if s.startswith("against TF-IDF"))
+    assert "(test 0.878, whole review)" in baseline and "full +0.012" in baseline and "frozen -0.038" in baseline
+
+
 def test_job_folder_names_keep_swept_values_and_drop_slashes(tmp_path):
     overrides = "data.source.data_files=/a/very/long/path.csv,optimizer.lr=0.001,seed=0,strategy=lora"
     assert job_dirname(overrides) == "lora_lr0.001_seed0"  # pasteable: no `=`, `,` or `/`
@@ -215,6 +269,7 @@ def test_job_folder_names_keep_swept_values_and_drop_slashes(tmp_path):
     (tmp_path / "multirun.yaml").write_text(OmegaConf.to_yaml(record))
     assert job_dirname(overrides, str(tmp_path)) == "lora_seed0"  # in a sweep: only what the sweep varies
     assert job_dirname("data=files,data.batch_size=8", max_len=10) == "files_batc"
+    assert job_dirname("strategy.layers=[-1,-2],strategy=frozen") == "frozen_layers-1--2"  # a list's commas kept
 
 
 def test_an_interrupted_write_leaves_the_previous_file_whole(tmp_path, monkeypatch):

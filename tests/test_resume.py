@@ -27,9 +27,11 @@ from ftcompare.resume import run_lock
 
 
 def command(tiny_models: dict[str, str], reviews_csv: str, *extra: str) -> list[str]:
-    """Gradual unfreezing over 3 epochs of 3 steps: layer 2 unfreezes at epoch 1, layer 1 at epoch 2."""
+    """Gradual unfreezing over 3 epochs of 3 steps: the top layer joins at step 3, the bottom one (and the
+    embeddings) at step 6, so a run resumed at step 5 still has a group to add."""
     overrides = [o for o in tiny_overrides(tiny_models["bert"], reviews_csv) if not o.startswith("trainer.max_epochs")]
-    return ["strategy=gradual", "trainer.max_epochs=3", *overrides, *extra]
+    schedule = ["strategy.head_only=0.3", "strategy.all_from=0.7"]
+    return ["strategy=gradual", "trainer.max_epochs=3", *schedule, *overrides, *extra]
 
 
 def pause(marker: Path, step: int, seconds: float = 120.0, job: int | None = None) -> list[str]:
@@ -244,7 +246,7 @@ def test_resume_refuses_a_run_that_is_still_going_and_writes_nothing_into_it(tmp
 
 def test_resume_with_nothing_to_resume_is_refused(tmp_path, tiny_models, reviews_csv):
     """Another tool's folder with the same overrides (baselines.py) is not a run to continue either."""
-    overrides = command(tiny_models, reviews_csv)[2:]  # without the strategy: a baselines.py command line
+    overrides = [o for o in command(tiny_models, reviews_csv) if not o.startswith("strategy")]  # baselines.py's
     baselines = finish(start("baselines.py", *overrides, cwd=tmp_path))
     assert baselines.returncode == 0, baselines.stderr[-3000:]
     result = finish(train([*overrides, "resume=true"], tmp_path))

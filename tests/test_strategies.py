@@ -127,57 +127,74 @@ def test_bitfit_trains_biases_and_head_only(setup, arch):
 
 
 class Probe(L.Callback):
-    """Records trainable parameter names per epoch and each param group's LR per step."""
+    """Per training step, as its optimizer step begins: the trainable parameter names, each param group's LR,
+    and copies of the watched parameters (not yet updated by the step)."""
 
-    def __init__(self) -> None:
+    def __init__(self, watched: dict[str, torch.nn.Parameter]) -> None:
+        self.watched = watched
         self.trainable: list[set[str]] = []
         self.lrs: list[list[float]] = []
+        self.values: list[dict[str, torch.Tensor]] = []
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if batch_idx == 0:
-            self.trainable.append({n for n, p in pl_module.named_parameters() if p.requires_grad})
-        self.lrs.append([g["lr"] for g in trainer.optimizers[0].param_groups])
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.trainable.append({n for n, p in pl_module.named_parameters() if p.requires_grad})
+        self.lrs.append([g["lr"] for g in optimizer.param_groups])
+        self.values.append({n: p.detach().clone() for n, p in self.watched.items()})
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_gradual_unfreezes_on_schedule_and_new_groups_follow_the_schedule(setup, arch):
-    cfg, module = setup(arch, "gradual", "strategy.lr_decay=2.0")
+    """12 steps, 2 layers in 2 groups: the head alone for steps 0-2, + the top layer from step 3 (25%), + the
+    bottom layer and the embeddings from step 9 (75%); each layer's LR decayed by its depth below the head."""
+    cfg, module = setup(
+        arch, "gradual", "strategy.groups=2", "strategy.head_only=0.25", "strategy.all_from=0.75",
+        "strategy.layer_lr_decay=0.5",
+    )  # fmt: skip
     parts = anatomy(module.model)
     names = {id(p): n for n, p in module.named_parameters()}
     layer = [{names[id(p)] for p in m.parameters()} for m in parts.layers]  # bottom to top
     embeddings = {names[id(p)] for p in parts.embeddings.parameters()}
-    probe = Probe()
+    watched = {names[id(p)]: p for m in (parts.layers[0], parts.embeddings) for p in m.parameters()}
+    probe = Probe(watched)
     before = fit(cfg, module, epochs=4, callbacks=[probe])
 
     head = probe.trainable[0]
+    assert module.unfreeze.stage_steps(module, 12) == [0, 3, 9]
     assert head and not head & (embeddings | layer[0] | layer[1])
-    assert probe.trainable[1] == head | layer[1]  # top layer first
-    assert probe.trainable[2] == head | layer[1] | layer[0]
-    assert probe.trainable[3] == head | layer[1] | layer[0] | embeddings  # embeddings last
+    assert probe.trainable[:3] == [head] * 3
+    assert probe.trainable[3:9] == [head | layer[1]] * 6  # top layer first
+    assert probe.trainable[9:] == [head | layer[1] | layer[0] | embeddings] * 3  # everything for the last part
+    # what has not joined stays bit-identical until its stage, then trains
+    for step in range(10):  # up to step 9's update
+        assert all(torch.equal(probe.values[step][n], before[n]) for n in watched), step
+    diff = changed(module, before)
+    assert all(diff.values()), [n for n, d in diff.items() if not d]
 
-    # groups added after the scheduler was built follow the same warm-up/decay multiplier
-    steps_per_epoch, head_groups = 3, len(probe.lrs[0])
+    # groups added after the scheduler was built follow the same warm-up/decay multiplier, at lr x 0.5**depth
+    head_groups = len(probe.lrs[0])
     scheduler = module.trainer.lr_scheduler_configs[0].scheduler
-    for step in range(steps_per_epoch, 4 * steps_per_epoch):
+    base = scheduler.base_lrs[0]
+    for step in range(3, 12):
         multiplier = scheduler.lr_lambdas[0](step)
-        assert probe.lrs[step][0] == pytest.approx(scheduler.base_lrs[0] * multiplier)
-        # the group right after the head's is the top layer's: lr / lr_decay**1
-        assert probe.lrs[step][head_groups] == pytest.approx(scheduler.base_lrs[0] / 2.0 * multiplier)
-    top_layer_lrs = [lrs[head_groups] for lrs in probe.lrs[steps_per_epoch:]]
+        assert probe.lrs[step][0] == pytest.approx(base * multiplier)
+        assert probe.lrs[step][head_groups] == pytest.approx(base * 0.5 * multiplier)  # the top layer's
+    for step in range(9, 12):
+        multiplier = scheduler.lr_lambdas[0](step)
+        lrs = {round(lr / (base * multiplier), 6) for lr in probe.lrs[step]}
+        assert lrs == {1.0, 0.5, 0.25, 0.125}, lrs  # head, top layer, bottom layer, embeddings
+    top_layer_lrs = [lrs[head_groups] for lrs in probe.lrs[3:]]
     assert len(set(top_layer_lrs)) == len(top_layer_lrs), "an unfrozen group's LR must change every step"
-    diff = changed(module, before)
-    assert all(diff[n] for n in layer[1])
 
 
-def test_gradual_leaves_layers_not_yet_unfrozen_untouched(setup):
+def test_gradual_schedule_fits_any_run_length(setup):
+    """750 steps or 6: the stages spread over the steps there are, and everything trains at the end."""
     cfg, module = setup("bert", "gradual")
-    parts = anatomy(module.model)
-    names = {id(p): n for n, p in module.named_parameters()}
-    before = fit(cfg, module, epochs=2)  # epoch 0: head, epoch 1: + top layer
-    diff = changed(module, before)
-    assert not any(diff[names[id(p)]] for p in parts.layers[0].parameters())
-    assert not any(diff[names[id(p)]] for p in parts.embeddings.parameters())
-    assert all(diff[names[id(p)]] for p in parts.layers[1].parameters())
+    assert module.unfreeze.stage_steps(module, 750) == [0, 75, 375]  # 2 layers (groups 3 -> 2), 10% / 50%
+    probe = Probe({})
+    before = fit(cfg, module, epochs=2, callbacks=[probe])  # 6 steps: stages from steps 0, 1 and 3
+    assert probe.trainable[-1] == {n for n, _ in module.named_parameters()}
+    assert probe.trainable[0] < probe.trainable[1] == probe.trainable[2] < probe.trainable[3]
+    assert all(changed(module, before).values())
 
 
 class GraphProbe(L.Callback):
@@ -205,11 +222,10 @@ def test_no_graph_below_the_lowest_trainable_layer(setup, strategy):
     bert = (module.model.get_base_model() if strategy == "lora" else module.model).bert
     probe = GraphProbe(bert.encoder.layer)
     fit(cfg, module, epochs=2, callbacks=[probe])
-    per_epoch = [probe.steps[0], probe.steps[-1]]  # 3 steps per epoch
-    if strategy == "gradual":  # epoch 0: head only; epoch 1: + the top layer
-        assert per_epoch == [[False, False], [False, True]]
+    if strategy == "gradual":  # 6 steps: head only; + the top layer from step 1; everything from step 3
+        assert probe.steps == [[False, False]] + [[False, True]] * 2 + [[True, True]] * 3
     else:  # adapters in every layer, but the frozen embeddings need no gradient
-        assert per_epoch == [[True, True], [True, True]]
+        assert probe.steps == [[True, True]] * 6
         assert not any(p.requires_grad for p in bert.embeddings.parameters())
 
 

@@ -95,11 +95,12 @@ def test_multirun_gives_one_result_per_strategy(tmp_path, tiny_models, reviews_c
         assert record["cost"]["perf/train_samples_per_s"] > 0 and record["cost"]["perf/peak_memory_mb"] > 0
         assert Path(record["checkpoint"]).is_file() and record["cost"]["checkpoint_size_mb"] > 0
         assert record["memory"]["at_peak_mib"]["total"] > 0  # by category, the largest of the tracked steps
-        # gradual (2 epochs): tracked at both stages, the second larger; the rest once, at the second step
-        epochs = [s["epoch"] for s in record["memory"].get("stages", [{"epoch": 0}])]
+        # gradual (6 steps, stages from steps 0, 1, 3): its second and third stages tracked at their second step
+        # (the head alone has one); the rest once, at the second step
+        stages = [(s["stage"], s["step"]) for s in record["memory"].get("stages", [{"stage": 0, "step": 1}])]
         gradual = record["strategy"] == "gradual"
-        assert epochs == ([0, 1] if gradual else [0])
-        assert record["memory"]["step"] == (4 if gradual else 1)  # epoch 1's second batch: 3 batches an epoch
+        assert stages == ([(1, 2), (2, 4)] if gradual else [(0, 1)])
+        assert record["memory"]["step"] == (4 if gradual else 1)  # the largest: everything trainable
         tags = scalar_tags(job)
         missing = PROMISED_TAGS - tags
         assert not missing, f"{job.name}: missing TensorBoard tags {missing}"

@@ -1,7 +1,7 @@
 """The classical baseline of docs/reference-figures.md, re-measured on the exact split a run uses.
 
 TF-IDF (1-2 grams, min_df 2, sublinear tf) + logistic regression (C=16), once on the whole review
-and once on the first `data.max_length` tokens only: the window the transformer sees.
+and once on the `data.max_length` tokens the transformer sees (`data.truncation`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from ftcompare.builders import build_datamodule
+from ftcompare.data.truncation import encode
 from ftcompare.io import write_json
 
 log = logging.getLogger(__name__)
@@ -38,17 +39,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     `baselines.json` in the output folder."""
     datamodule = build_datamodule(cfg)
     splits = datamodule.raw_splits()
-    tokenizer, max_length = datamodule.tokenizer, cfg.data.max_length
+    tokenizer, max_length, truncation = datamodule.tokenizer, cfg.data.max_length, datamodule.hparams.truncation
 
     def window(texts: list[str]) -> list[str]:
-        ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+        ids = encode(tokenizer, texts, max_length, truncation)["input_ids"]
         return tokenizer.batch_decode(ids, skip_special_tokens=True)
 
     whole = {name: (list(ds["text"]), list(ds["labels"])) for name, ds in splits.items()}
     lengths = tokenizer(whole["test"][0])["input_ids"]
     result = {
         "tfidf_whole_text": tfidf_accuracy(whole),
-        f"tfidf_first_{max_length}_tokens": tfidf_accuracy({k: (window(t), y) for k, (t, y) in whole.items()}),
+        f"tfidf_{truncation}_{max_length}_tokens": tfidf_accuracy({k: (window(t), y) for k, (t, y) in whole.items()}),
         f"test_share_longer_than_{max_length}_tokens": sum(len(i) > max_length for i in lengths) / len(lengths),
     }
     for key, value in result.items():

@@ -55,6 +55,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
             else "transformers.AutoModelForSequenceClassification.from_pretrained"
         ),
         "max_length": run.data.max_length,
+        "truncation": run.data.get("truncation", "head"),  # which tokens of a longer text (data/truncation.py)
         "label_names": list(module.label_names),
     }
     write_json(out / "export.json", record)

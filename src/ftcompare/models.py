@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -229,8 +229,29 @@ def _has_params(module: nn.Module) -> bool:
     return any(True for _ in module.parameters())
 
 
+COMBINES = ("concat", "mix")
+
+
+class ScalarMix(nn.Module):
+    """ELMo's scalar mix: a softmax-weighted sum of the layers' features, scaled by a learned gamma."""
+
+    def __init__(self, n_layers: int) -> None:
+        super().__init__()
+        self.weights = nn.Parameter(torch.zeros(n_layers))
+        self.gamma = nn.Parameter(torch.ones(()))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        mix = self.weights.softmax(0).to(features.dtype)
+        return self.gamma.to(features.dtype) * torch.einsum("l,blh->bh", mix, features)
+
+
 class PooledClassifier(nn.Module):
-    """A backbone's pooled output (mean over tokens or [CLS]) fed to a small MLP head."""
+    """The pooled output (mean over tokens or [CLS]) of one or more of a backbone's layers fed to a small MLP head.
+
+    `layers` is a count (the last n layers, or all of a shallower model) or a list of indices into the
+    backbone's hidden states (0: the embeddings, -1: the last layer); several are concatenated
+    (`combine: concat`) or mixed with learned weights (`combine: mix`) before the MLP.
+    """
 
     def __init__(
         self,
@@ -239,22 +260,54 @@ class PooledClassifier(nn.Module):
         pooling: str = "mean",
         hidden_dims: tuple[int, ...] = (256,),
         dropout: float = 0.1,
+        layers: int | Sequence[int] = (-1,),
+        combine: str = "concat",
     ) -> None:
         super().__init__()
+        depth = backbone.config.num_hidden_layers
+        if isinstance(layers, int) and not isinstance(layers, bool) and layers >= 1:
+            layers = tuple(range(-1, -min(layers, depth) - 1, -1))
+        elif isinstance(layers, Sequence) and not isinstance(layers, str):
+            layers = tuple(layers)
         if pooling not in ("mean", "cls"):
             raise ConfigError(f"strategy.pooling={pooling!r} is invalid. Fix: strategy.pooling=mean or cls")
+        if combine not in COMBINES:
+            raise ConfigError(f"strategy.combine={combine!r} is invalid. Fix: strategy.combine=concat or mix")
+        states = depth + 1  # the embeddings' output, then each layer's
+        named = isinstance(layers, tuple) and all(
+            isinstance(i, int) and not isinstance(i, bool) and -states <= i < states for i in layers
+        )
+        if not layers or not named or len({i % states for i in layers}) != len(layers):
+            shown = list(layers) if isinstance(layers, tuple) else layers
+            raise ConfigError(
+                f"strategy.layers={shown} must be a count >= 1 (the last n layers) or name distinct hidden states of "
+                f"this {depth}-layer model (0 the embeddings .. {depth}, or -1 the last .. -{states}). "
+                "Fix: e.g. strategy.layers=4 or strategy.layers=[-1,-2]"
+            )
         if getattr(backbone, "pooler", None) is not None:
             backbone.pooler = None  # unused here: keep it out of the parameter counts
-        self.backbone, self.pooling = backbone, pooling
-        dims = [backbone.config.hidden_size, *hidden_dims]
+        self.backbone, self.pooling, self.layers = backbone, pooling, tuple(layers)
+        width = backbone.config.hidden_size
+        mixed = combine == "mix" and len(layers) > 1
+        dims = [width if mixed else width * len(layers), *hidden_dims]
+        self.combine = ScalarMix(len(layers)) if mixed else nn.Flatten()  # apart from `head`: its keys stay put
         blocks: list[nn.Module] = []
         for d_in, d_out in pairwise(dims):
             blocks += [nn.Dropout(dropout), nn.Linear(d_in, d_out), nn.GELU()]
         self.head = nn.Sequential(*blocks, nn.Dropout(dropout), nn.Linear(dims[-1], num_labels))
 
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits from pooled features (batch, layers, hidden)."""
+        return self.head(self.combine(features))
+
     def pool(self, **inputs: torch.Tensor) -> torch.Tensor:
-        hidden = self.backbone(**inputs).last_hidden_state
+        """Pooled features of the chosen layers: (batch, layers, hidden)."""
+        if self.layers == (-1,):
+            states: tuple[torch.Tensor, ...] = (self.backbone(**inputs).last_hidden_state,)
+        else:
+            hidden = self.backbone(**inputs, output_hidden_states=True).hidden_states
+            states = tuple(hidden[i] for i in self.layers)
         if self.pooling == "cls":
-            return hidden[:, 0]
-        mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+            return torch.stack([h[:, 0] for h in states], 1)
+        mask = inputs["attention_mask"].unsqueeze(-1).to(states[0].dtype)
+        return torch.stack([(h * mask).sum(1) / mask.sum(1).clamp(min=1) for h in states], 1)

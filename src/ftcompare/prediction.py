@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from ftcompare.data.truncation import encode
 from ftcompare.errors import ConfigError
 from ftcompare.io import write_atomic
 from ftcompare.runs import find_checkpoint, load_tokenizer, load_trained, run_config
@@ -64,7 +65,8 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     module.to(device)
     predictions = []
     for batch in _batches(texts, cfg.batch_size):
-        inputs = tokenizer(batch, truncation=True, max_length=run.data.max_length, padding=True, return_tensors="pt")
+        ids = encode(tokenizer, batch, run.data.max_length, run.data.get("truncation", "head"))  # as in training
+        inputs = tokenizer.pad(ids, return_tensors="pt")
         autocast = torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         with torch.no_grad(), autocast:
             probs = module(inputs.to(device)).float().softmax(-1).cpu()

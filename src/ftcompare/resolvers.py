@@ -91,10 +91,11 @@ def job_dirname(override_dirname: str, sweep_dir: str | None = None, max_len: in
     overrides = sweep_overrides(sweep_dir) if sweep_dir else None
     swept = {o.get_key_element().lstrip("+~") for o in overrides or [] if o.is_sweep_override()}
     parts = []
-    for item in override_dirname.split(","):
+    for item in _items(override_dirname):
         key, _, value = item.partition("=")
         if "/" in value or not value or (swept and key.lstrip("+~") not in swept):
             continue
+        value = value.strip("[]")  # a list: its items
         parts.append(value if key in _config_groups() else f"{key.rsplit('.', 1)[-1]}{value}")
     parts.sort(key=lambda part: part != _value_of(override_dirname, "strategy"))
     return re.sub(r"[^\w.+-]+", "-", "_".join(parts)).strip("-")[:max_len]
@@ -105,8 +106,13 @@ def _config_groups() -> frozenset[str]:
     return frozenset(path.name for path in CONF_DIR.iterdir() if path.is_dir())
 
 
+def _items(override_dirname: str) -> list[str]:
+    """The `key=value` items, a list value's commas kept (`strategy.layers=[-1,-2]`)."""
+    return re.split(r",(?![^\[]*\])", override_dirname)
+
+
 def _value_of(override_dirname: str, key: str) -> str | None:
-    return next((item.split("=", 1)[1] for item in override_dirname.split(",") if item.startswith(f"{key}=")), None)
+    return next((item.split("=", 1)[1] for item in _items(override_dirname) if item.startswith(f"{key}=")), None)
 
 
 RESOLVERS = {

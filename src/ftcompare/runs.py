@@ -86,7 +86,19 @@ def run_config(ckpt_path: Path) -> DictConfig:
             f"ckpt_path={str(ckpt_path)!r}: its run folder has no {RESOLVED_CONFIG} (written by train.py since the "
             "layout of src/ftcompare/strategies/). Fix: a checkpoint of a run trained with this version"
         )
-    return OmegaConf.load(resolved)
+    return _upgraded(OmegaConf.load(resolved))
+
+
+def _upgraded(run: DictConfig) -> DictConfig:
+    """A run trained before a strategy setting changed, in today's terms: frozen read the last layer only, and
+    gradual's epoch schedule (`unfreeze_every`, `lr_decay`) does not matter once it has trained."""
+    strategy = run.get("strategy") or {}
+    if strategy.get("name") == "frozen" and "layers" not in strategy:
+        strategy.layers = [-1]
+    if strategy.get("name") == "gradual":
+        for key in ("unfreeze_every", "lr_decay"):
+            strategy.pop(key, None)
+    return run
 
 
 def read_checkpoint(ckpt_path: Path) -> dict:

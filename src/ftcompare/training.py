@@ -64,7 +64,9 @@ def log_hparams_with_results(trainer: L.Trainer, record: dict[str, Any]) -> None
         "model": record["model"],
         "seed": record["seed"],
         **{k: v for k, v in hparams.items() if k != "strategy"},
-        **{f"strategy/{k}": v for k, v in hparams["strategy"].items() if k not in ("_target_", "name")},  # r, lr_decay
+        **{
+            f"strategy/{k}": v for k, v in hparams["strategy"].items() if k not in ("_target_", "name")
+        },  # r, layer_lr_decay
     }
     metrics = {
         "hparams/val_acc": record["val"]["val/acc"],

@@ -19,6 +19,7 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.fabric.plugins.precision.precision import _PRECISION_INPUT
 from omegaconf import DictConfig, OmegaConf
 
+from ftcompare.data.truncation import check_truncation
 from ftcompare.errors import ConfigError
 from ftcompare.models import ATTENTION_CHOICES
 from ftcompare.settings import integer_setting, number_setting, target_setting
@@ -41,6 +42,7 @@ def validate(cfg: DictConfig) -> None:
     if OmegaConf.select(cfg, "data.eval_batch_size") is not None:
         integer_setting(cfg, "data.eval_batch_size", "e.g. data.eval_batch_size=64, or null for twice data.batch_size")
     integer_setting(cfg, "data.max_length", "e.g. data.max_length=256", minimum=8)
+    check_truncation(OmegaConf.select(cfg, "data.truncation", default="head"))
     for split in ("train_size", "val_size", "test_size"):
         integer_setting(cfg, f"data.{split}", f"e.g. data.{split}=1000")
     if OmegaConf.select(cfg, "trainer.max_epochs") is not None:

@@ -38,11 +38,20 @@ def study_strategies() -> list[str]:
     return str(_study_params().strategy).split(",")
 
 
-def study(cfg: Any) -> Study:
-    """The study's seeds from experiment=compare; epochs and splits from the bench's own settings."""
-    data = cfg.data
-    seeds = len(str(_study_params().seed).split(","))
-    return Study(study_strategies(), seeds, int(cfg.trainer.max_epochs), data.train_size, data.val_size, data.test_size)
+def study(bench: Bench) -> Study:
+    """The study's seeds from experiment=compare; each strategy's epochs (and gradual's first stage) and the
+    splits from the bench's own settings."""
+    configs = {strategy: bench.compose(strategy) for strategy in study_strategies()}
+    data = bench.base_cfg.data
+    return Study(
+        study_strategies(),
+        len(str(_study_params().seed).split(",")),
+        {strategy: int(cfg.trainer.max_epochs) for strategy, cfg in configs.items()},
+        data.train_size,
+        data.val_size,
+        data.test_size,
+        {s: float(cfg.strategy.head_only) for s, cfg in configs.items() if "head_only" in cfg.strategy},
+    )
 
 
 def _measure(bench: Bench, strategy: str, loop: str) -> dict[str, Any]:
@@ -76,7 +85,7 @@ def run(
             with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as worker:
                 rows[strategy][loop] = worker.submit(_measure, bench, strategy, loop).result()
     precision = next(iter(rows.values()))["ours"]["precision"]
-    text = render(rows, rates, str(bench.base_cfg.model.name_or_path), bench.describe(precision), study(bench.base_cfg))
+    text = render(rows, rates, str(bench.base_cfg.model.name_or_path), bench.describe(precision), study(bench))
     shutil.rmtree(bench.workdir, ignore_errors=True)  # the loops' logs and checkpoints: not results
     if out_dir is not None:
         write_atomic(out_dir / "bench.md", text)

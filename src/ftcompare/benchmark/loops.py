@@ -114,6 +114,8 @@ class Bench:
             "+trainer.enable_progress_bar=false",
             "trainer.enable_model_summary=false",
         )
+        if "head_only" in cfg.strategy:  # a staged strategy (gradual) stays in its first stage, as in Trainer's loop
+            cfg.strategy.head_only = cfg.strategy.all_from = 1.0
         L.seed_everything(cfg.seed)
         clock = StepClock(self.device)
         evaluate = self.datamodule.eval_loader("validation", limit=self.eval_samples)  # as a run evaluates

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,35 +72,46 @@ def _model_name(name_or_path: str) -> str:
 
 @dataclass
 class Study:
-    """What `experiment=compare` trains: strategies, seeds, epochs and split sizes, to project its wall time."""
+    """What `experiment=compare` trains: strategies, seeds, each one's epochs, split sizes, and the share of
+    training a staged strategy (gradual) spends in its first stage; to project the study's wall time."""
 
     strategies: list[str]
     seeds: int
-    epochs: int
+    epochs: dict[str, int]
     train: int
     val: int
     test: int
+    first_stage: dict[str, float] = field(default_factory=dict)
 
 
 def study_hours(rows: dict[str, dict[str, dict[str, Any]]], study: Study) -> float | None:
     """The study's projected wall time from our loop's rates: training, every epoch's validation and the test.
 
-    Frozen's first epoch runs at its first-epoch rate; gradual's later stages (more layers trainable) at full
-    fine-tuning's rate, an upper bound. Start-up and checkpoint writing are left out. None unless every strategy
-    of the study was timed."""
+    Frozen's first epoch runs at its first-epoch rate; a staged strategy (gradual) its first stage at its own
+    rate, the rest (more layers trainable) at full fine-tuning's, an upper bound. Start-up and checkpoint
+    writing are left out. None unless every strategy of the study was timed."""
     if not set(study.strategies) <= set(rows):
         return None
     seconds = 0.0
     for strategy in study.strategies:
-        ours = rows[strategy]["ours"]
-        rates = [ours["samples_per_s"]] * study.epochs
-        if "epoch1_samples_per_s" in ours:
-            rates[0] = ours["epoch1_samples_per_s"]
-        if strategy == "gradual":
-            rates[1:] = [rows[REFERENCE]["ours"]["samples_per_s"]] * (study.epochs - 1)
-        evaluated = study.epochs * study.val + study.test
-        seconds += sum(study.train / rate for rate in rates) + evaluated / ours["eval_samples_per_s"]
+        ours, epochs = rows[strategy]["ours"], study.epochs[strategy]
+        if strategy in study.first_stage:
+            share, later = study.first_stage[strategy], rows[REFERENCE]["ours"]["samples_per_s"]
+            training = epochs * study.train * (share / ours["samples_per_s"] + (1 - share) / later)
+        else:
+            first = ours.get("epoch1_samples_per_s", ours["samples_per_s"])
+            training = study.train / first + (epochs - 1) * study.train / ours["samples_per_s"]
+        evaluated = epochs * study.val + study.test
+        seconds += training + evaluated / ours["eval_samples_per_s"]
     return seconds * study.seeds / 3600
+
+
+def _epochs(study: Study) -> str:
+    """`3` when every strategy trains as long, else `full 3 / frozen 10 / ...`."""
+    counts = [study.epochs[s] for s in study.strategies]
+    if len(set(counts)) == 1:
+        return str(counts[0])
+    return " / ".join(f"{s} {n}" for s, n in zip(study.strategies, counts, strict=True))
 
 
 def render(
@@ -153,8 +164,8 @@ def render(
     if hours is not None:
         lines.append(
             f"`python train.py -m experiment=compare` ({len(study.strategies)} strategies x {study.seeds} seeds, "
-            f"{study.epochs} epochs of {study.train} reviews, validation {study.val} per epoch, test {study.test}) "
-            f"projected at {hours * 60:.0f} min on this machine from our loop's rates (gradual's later stages at "
-            "full fine-tuning's rate; start-up not counted)."
+            f"epochs {_epochs(study)} of {study.train} reviews, validation {study.val} per epoch, test {study.test}) "
+            f"projected at {hours * 60:.0f} min on this machine from our loop's rates (gradual after its first stage "
+            "at full fine-tuning's rate; start-up not counted)."
         )
     return "\n".join(lines) + "\n"

@@ -70,10 +70,16 @@ class Forecast(L.Callback):
         self.done = True
         step = sum(self.step_times[1:]) / self.after_steps
         total_steps = int(trainer.estimated_stepping_batches)
-        seconds = (total_steps - trainer.global_step) * step
+        timed_steps, epochs_left = total_steps, (trainer.max_epochs or 1) - trainer.current_epoch
+        how, note = "about", ""
+        if getattr(pl_module, "first_epoch_differs", False):  # frozen: later epochs reuse the first's features
+            timed_steps = total_steps // (trainer.max_epochs or 1) * (trainer.current_epoch + 1)
+            epochs_left, note = 1, "; the later epochs reuse its work and take seconds"
+        elif len(getattr(pl_module, "stage_steps", lambda _: [0])(total_steps)) > 1:  # gradual: timed on the head
+            how, note = "at least", "; later stages train more layers, each step slower"
+        seconds = (timed_steps - trainer.global_step) * step
         evaluation = "validation and test not timed (no sanity check)"
         if self.eval_batch_time is not None:
-            epochs_left = (trainer.max_epochs or 1) - trainer.current_epoch
             # each epoch's validation, then the best checkpoint's validation again and the test
             batches = (epochs_left + 1) * sum(trainer.num_val_batches) + _test_batches(trainer)
             seconds += batches * self.eval_batch_time
@@ -82,12 +88,14 @@ class Forecast(L.Callback):
         if trainer.strategy.root_device.type == "cpu":
             quicker += ", a GPU (trainer.accelerator=gpu), or model.attention_dropout=0.0"
         log.info(
-            "forecast: this run ends in about %s (%d of %d training steps left at %.3g s, %s). Quicker: %s",
+            "forecast: this run ends in %s %s (%d of %d training steps left at %.3g s, %s%s). Quicker: %s",
+            how,
             duration(seconds),
-            total_steps - trainer.global_step,
-            total_steps,
+            timed_steps - trainer.global_step,
+            timed_steps,
             step,
             evaluation,
+            note,
             quicker,
         )
         position = sweep_position()

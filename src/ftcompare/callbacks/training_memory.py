@@ -16,31 +16,40 @@ log = logging.getLogger(__name__)
 
 
 class TrainingMemory(L.Callback):
-    """Tracks batch `at_step` (0-based; the second by default, when the optimizer state exists) of the first
-    epoch, and of each epoch where the strategy's trainable set grows (gradual unfreezing's stages), with
-    PyTorch's MemTracker (`memory/tracking.py`). `self.record` holds the largest step's peak by category (MiB)
-    and every stage's total, for metrics.json and TensorBoard (`memory/*`). Each tracked step costs one step's
-    tracking overhead, once per stage."""
+    """Tracks one training step of each stage of the strategy's trainable set (one for most strategies; gradual
+    unfreezing's grow), with PyTorch's MemTracker (`memory/tracking.py`): the step `at_step` steps into the stage
+    (the second by default, when the optimizer state exists), or the first after it whose batch is as long as
+    the first tracked one (length-grouped batches vary). `self.record` holds the largest step's peak by
+    category (MiB) and every stage's total, for metrics.json and TensorBoard (`memory/*`). Each tracked step
+    costs one step's tracking overhead, once per stage."""
 
     def __init__(self, at_step: int = 1) -> None:
         self.at_step = at_step
         self.record: dict[str, Any] | None = None
         self.stages: list[dict[str, Any]] = []
         self._step: TrackedStep | CountedStep | None = None
+        self._starts: list[int] | None = None
 
     def state_dict(self) -> dict[str, Any]:
         return {"record": self.record, "stages": self.stages}  # a resumed run keeps the stages it tracked
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.record, self.stages = state_dict.get("record"), state_dict.get("stages", [])
+        self.record = state_dict.get("record")
+        self.stages = [s for s in state_dict.get("stages", []) if "stage" in s]  # older runs tracked by epoch
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
-        epoch = trainer.current_epoch
-        if idx != self.at_step or self._step is not None or epoch in {stage["epoch"] for stage in self.stages}:
+        if self._step is not None:
             return
-        if epoch not in getattr(pl_module, "stage_epochs", lambda _: [0])(trainer.max_epochs or 1):
+        if self._starts is None:
+            total = int(trainer.estimated_stepping_batches)
+            self._starts = getattr(pl_module, "stage_steps", lambda _: [0])(total)
+        step = trainer.global_step
+        stage = max(i for i, start in enumerate(self._starts) if start <= step)
+        if stage in {s["stage"] for s in self.stages} or step < self._starts[stage] + self.at_step:
             return
-        self._step, self._batch = track_step(pl_module, trainer.optimizers), batch
+        if self.stages and batch["input_ids"].shape[-1] < self.stages[0]["batch_shape"][-1]:
+            return  # a shorter batch than the first stage's would understate this stage's activations
+        self._step, self._batch, self._stage = track_step(pl_module, trainer.optimizers), batch, stage
 
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
@@ -55,6 +64,7 @@ class TrainingMemory(L.Callback):
             return
         step, self._step = self._step, None
         stage = {
+            "stage": self._stage,
             "epoch": trainer.current_epoch,
             "step": trainer.global_step - 1,
             "batch_shape": list(self._batch["input_ids"].shape),
@@ -71,7 +81,8 @@ class TrainingMemory(L.Callback):
         }
         if len(self.stages) > 1:  # gradual unfreezing: what each stage held
             self.record["stages"] = [
-                {k: s[k] for k in ("epoch", "parameters_trainable_mib")} | {"total_mib": s["at_peak_mib"]["total"]}
+                {k: s[k] for k in ("stage", "step", "parameters_trainable_mib")}
+                | {"total_mib": s["at_peak_mib"]["total"]}
                 for s in self.stages
             ]
         for logger in trainer.loggers:
@@ -79,8 +90,9 @@ class TrainingMemory(L.Callback):
                 {f"memory/{name}_mib": value for name, value in stage["at_peak_mib"].items()}, step=stage["step"]
             )
         log.info(
-            "training memory at its peak (tensors, one step of epoch %d): %s",
-            stage["epoch"],
+            "training memory at its peak (tensors, step %d, stage %d): %s",
+            stage["step"],
+            stage["stage"],
             _line(stage["at_peak_mib"]),
         )
 

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, DataCollatorWithPadding
 
 from ftcompare.data.sampling import EpochOrder, ResumableBatches
+from ftcompare.data.truncation import check_truncation, encode
 from ftcompare.errors import ConfigError, first_line
 from ftcompare.models import load_pretrained
 
@@ -64,6 +65,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         test_size: int = 1000,
         split_seed: int = 42,
         max_length: int = 256,
+        truncation: str = "head",
         batch_size: int = 16,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -72,6 +74,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
+        check_truncation(truncation)
         self.save_hyperparameters(logger=False)
         self.tokenizer = load_pretrained(AutoTokenizer, tokenizer, trust_remote_code)
         self.collate = DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=8)
@@ -214,10 +217,10 @@ class TextClassificationDataModule(L.LightningDataModule):
     def _tokenize(self, ds: Dataset) -> Dataset:
         hp = self.hparams
         fingerprint = Hasher.hash(
-            [ds._fingerprint, self.tokenizer.name_or_path, type(self.tokenizer).__name__, hp.max_length]
+            [ds._fingerprint, self.tokenizer.name_or_path, type(self.tokenizer).__name__, hp.max_length, hp.truncation]
         )
         return ds.map(
-            lambda batch: self.tokenizer(batch["text"], truncation=True, max_length=hp.max_length),
+            lambda batch: encode(self.tokenizer, batch["text"], hp.max_length, hp.truncation),
             batched=True,
             remove_columns=["text"],
             new_fingerprint=fingerprint,

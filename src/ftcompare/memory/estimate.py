@@ -58,15 +58,15 @@ def estimate(cfg: DictConfig) -> list[dict[str, Any]]:
         check_backbone(model, cfg.data.max_length)
         with torch.device("meta"):  # shapes only; fake tensors replace them below
             module = build_module(cfg)
-    stages = module.stage_epochs(int(cfg.trainer.max_epochs or 1))
+    last = len(module.stage_steps(1)) - 1
     with FakeTensorMode():
         _materialize(module)
-        rows = [_trace(module, cfg, epoch, view, precision) for epoch in sorted({stages[0], stages[-1]})]
+        rows = [_trace(module, cfg, stage, view, precision) for stage in sorted({0, last})]
     for row in rows:
         row |= {
             "model": portable_name(model["name_or_path"]),
             "strategy": cfg.strategy.name,
-            "stage": f"epoch {row['epoch']}" if len(stages) > 1 else "",
+            "stages": last + 1,
             "batch_size": cfg.data.batch_size,
             "max_length": cfg.data.max_length,
             "precision": precision,
@@ -125,9 +125,9 @@ def _precision(cfg: DictConfig, view: str) -> str:
     return precision
 
 
-def _trace(module: FineTuningStrategy, cfg: DictConfig, epoch: int, view: str, precision: str) -> dict[str, Any]:
-    """Two training steps of the stage that trains at `epoch`; the second, with the optimizer state, tracked."""
-    module.enter_stage(epoch)
+def _trace(module: FineTuningStrategy, cfg: DictConfig, stage: int, view: str, precision: str) -> dict[str, Any]:
+    """Two training steps of `stage`; the second, with the optimizer state, tracked."""
+    module.enter_stage(stage)
     module.train()
     if precision in _CAST:
         module.to(_CAST[precision])
@@ -144,7 +144,7 @@ def _trace(module: FineTuningStrategy, cfg: DictConfig, epoch: int, view: str, p
         with CudaLikeOps() if view == "cuda_like" else nullcontext():
             _training_step(module, optimizer, batch, precision, clip, tracked)
     return {
-        "epoch": epoch,
+        "stage": stage,
         "batch_shape": list(shape),
         **parameter_mib(module),
         "at_peak_mib": at_peak_mib(tracked.stop()),
@@ -177,7 +177,9 @@ def table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(
         {
             "model": r["model"],
-            "strategy": f"{r['strategy']} ({r['stage']})" if r["stage"] else r["strategy"],
+            "strategy": f"{r['strategy']} (stage {r['stage'] + 1} of {r['stages']})"
+            if r["stages"] > 1
+            else r["strategy"],
             "batch × length": f"{r['batch_size']} × {r['max_length']}",
             "precision": r["precision"],
             "trainable params": f"{r['parameters_trainable_mib']:.1f}",

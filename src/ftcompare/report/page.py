@@ -8,11 +8,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from omegaconf import OmegaConf
 
 from ftcompare.io import write_atomic
+from ftcompare.report.baseline import baseline_table, sweep_baseline, whole_text_test
 from ftcompare.report.reading import reading, search_result, sharing_caveats
 from ftcompare.report.records import SETTING, collect_runs, common_overrides, read_val_curves
 from ftcompare.report.tables import best_per_strategy, display_table, markdown_table, summarise
@@ -36,11 +38,13 @@ class Report:
     best: pd.DataFrame = field(init=False)
     sentences: list[str] = field(init=False)
     search: list[str] = field(init=False)
+    baseline: dict[str, Any] | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.stats = summarise(self.runs)
         self.best = best_per_strategy(self.stats)
-        self.sentences = reading(self.best) if not self.best.empty else []
+        self.baseline = sweep_baseline(self.sweep_dir, self.runs[self.runs["status"] == "ok"])
+        self.sentences = reading(self.best, whole_text_test(self.baseline)) if not self.best.empty else []
         self.sentences += sharing_caveats(self.runs)
         self.search = search_result(self.sweep_dir, self.runs)
 
@@ -80,6 +84,8 @@ class Report:
                 ),
                 ("Reading", self.sentences),
             ]
+        if self.baseline:
+            parts.append(("Baseline on the same split (`baselines.py`)", baseline_table(self.baseline)))
         if self.search:
             parts.append(("Hyper-parameter search", self.search))
         if self.failed_lines():

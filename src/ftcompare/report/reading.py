@@ -28,8 +28,9 @@ _MEMORY = {
 }
 
 
-def reading(best: pd.DataFrame) -> list[str]:
-    """Sentences on the trade-offs, every number taken from the best-per-strategy table."""
+def reading(best: pd.DataFrame, baseline_test: float | None = None) -> list[str]:
+    """Sentences on the trade-offs, every number taken from the best-per-strategy table; with `baseline_test`
+    (TF-IDF's test accuracy on the same split) where each strategy stands against it; a verdict last."""
     sentences = []
     memory = next(column for column in _MEMORY if best[f"{column}_mean"].notna().all() or column == "peak_memory_mb")
     for _, group in best.groupby(SETTING, dropna=False, sort=False):
@@ -73,7 +74,32 @@ def reading(best: pd.DataFrame) -> list[str]:
                 f"{prefix}every run is scored on the same {n_test} test examples: their sampling error"
                 f" (±{math.sqrt(acc * (1 - acc) / n_test):.3f} at accuracy {acc:.3f}) is not in the spread over seeds."
             )
+        if baseline_test is not None and len(best[SETTING].drop_duplicates()) == 1:
+            above = ", ".join(f"{n} {d:+.3f}" for n, d in (group["test_acc_mean"] - baseline_test).items())
+            sentences.append(
+                f"against TF-IDF + logistic regression on the same split (test {baseline_test:.3f}, whole review): "
+                f"{above}."
+            )
+        sentences.append(f"{prefix}{_verdict(group, memory)}")
     return sentences
+
+
+def _verdict(group: pd.DataFrame, memory: str) -> str:
+    """The most accurate strategy, and the leanest and the quickest of those within reach of it: two standard
+    errors over seeds, at least 0.01."""
+    top = group["test_acc_mean"].idxmax()
+    se = _se(group.loc[top])
+    reach = 0.01 if math.isnan(se) else max(0.01, 2 * se)
+    close = group[group["test_acc_mean"] >= group.loc[top, "test_acc_mean"] - reach]
+    parts = [f"verdict: most accurate {top} ({group.loc[top, 'test_acc_mean']:.3f})"]
+    for column, need in ((f"{memory}_mean", "memory"), ("fit_time_s_mean", "time")):
+        pick = close[column].idxmin()
+        if pick != top:
+            parts.append(
+                f"if {need} matters, {pick} ({close.loc[pick, 'test_acc_mean']:.3f}, {close.loc[pick, column]:,.0f}"
+                f" vs {group.loc[top, column]:,.0f} {_unit(column)})"
+            )
+    return "; ".join(parts) + f" (within {reach:.3f} of the best counts as close)."
 
 
 def sharing_caveats(runs: pd.DataFrame) -> list[str]:

@@ -96,12 +96,13 @@ class FineTuningStrategy(L.LightningModule):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model(**model_inputs(batch)).logits
 
-    def stage_epochs(self, max_epochs: int) -> list[int]:
-        """Epochs at which the set of trainable parameters changes, from 0: where training memory is tracked."""
+    def stage_steps(self, total_steps: int) -> list[int]:
+        """The step from which each stage (set of trainable parameters) trains, one per stage, from 0: where
+        training memory is tracked."""
         return [0]
 
-    def enter_stage(self, epoch: int) -> None:
-        """Make trainable what trains at `epoch` without a Trainer (the memory estimate); no-op: it never changes."""
+    def enter_stage(self, stage: int) -> None:
+        """Make trainable what trains in `stage` without a Trainer (the memory estimate); no-op: it never changes."""
 
     def parameter_counts(self) -> tuple[int, int]:
         """(trainable, total) parameters right now."""

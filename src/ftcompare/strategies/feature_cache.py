@@ -2,7 +2,7 @@
 
 A frozen backbone in eval mode maps the same tokens to the same features, so each example is keyed
 by its own non-padding token ids: a different data split or max_length gives different keys.
-The optional on-disk copy is one file per (model files, pooling, precision), so changing any of
+The optional on-disk copy is one file per (model files, pooling, layers, precision), so changing any of
 them starts a new cache instead of reusing stale features.
 """
 

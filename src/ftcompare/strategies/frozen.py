@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -17,7 +18,8 @@ from ftcompare.strategies.registry import register
 
 @register("frozen")
 class FrozenBackbone(FineTuningStrategy):
-    """Backbone frozen in eval mode, run without a graph; only an MLP over its pooled output trains.
+    """Backbone frozen in eval mode, run without a graph; only an MLP over the pooled output of its chosen
+    layers (`layers`, `combine`) trains.
 
     With `cache_features` each example's pooled features are computed once (first epoch) and
     reused in every later epoch and validation; `cache_dir` keeps them across runs.
@@ -29,6 +31,8 @@ class FrozenBackbone(FineTuningStrategy):
     def __init__(
         self,
         pooling: str = "mean",
+        layers: int | Sequence[int] = 4,
+        combine: str = "concat",
         head_hidden_dims: tuple[int, ...] = (256,),
         head_dropout: float = 0.1,
         cache_features: bool = True,
@@ -37,8 +41,17 @@ class FrozenBackbone(FineTuningStrategy):
     ) -> None:
         super().__init__(**kwargs)
         backbone = self.load_pretrained(AutoModel).requires_grad_(False).eval()
-        self.model = PooledClassifier(backbone, len(self.label_names), pooling, tuple(head_hidden_dims), head_dropout)
+        self.model = PooledClassifier(
+            backbone,
+            len(self.label_names),
+            pooling,
+            tuple(head_hidden_dims),
+            head_dropout,
+            layers,
+            combine,
+        )
         self.cache_features, self.cache_dir = cache_features, cache_dir
+        self.first_epoch_differs = cache_features  # without the cache every epoch runs the backbone
         self.cache: FeatureCache | None = None
 
     @classmethod
@@ -49,7 +62,8 @@ class FrozenBackbone(FineTuningStrategy):
     def setup(self, stage: str) -> None:
         """The cache is made here, once the precision (part of its identity) is known."""
         if self.cache_features and self.cache is None:
-            identity = [model_identity(self.model_cfg["name_or_path"]), self.model.pooling, str(self.trainer.precision)]
+            model = model_identity(self.model_cfg["name_or_path"])
+            identity = [model, self.model.pooling, list(self.model.layers), str(self.trainer.precision)]
             self.cache = FeatureCache(self.cache_dir, identity)
 
     def features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -59,11 +73,15 @@ class FrozenBackbone(FineTuningStrategy):
             return self.cache.lookup(batch, lambda rows: self.model.pool(**model_inputs(rows)))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model.head(self.features(batch))
+        return self.model.classify(self.features(batch))
 
     def on_train_end(self) -> None:
         if self.cache is not None:
             self.cache.save()
+
+    def on_test_end(self) -> None:
+        """The test split's features too: the next run of a sweep (seeds, lr, epochs) finds them."""
+        self.on_train_end()
 
     def train(self, mode: bool = True) -> FrozenBackbone:
         """Keep the backbone in eval mode (no dropout) whatever Lightning asks of the module."""
