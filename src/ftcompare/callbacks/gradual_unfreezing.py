@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from itertools import pairwise
 from typing import Any
 
@@ -73,7 +74,7 @@ class GradualUnfreeze(BaseFinetuning):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
         if self._starts is None:
             self._starts = self.stage_steps(pl_module, int(trainer.estimated_stepping_batches))
-        stage = max(i for i, start in enumerate(self._starts) if start <= trainer.global_step)
+        stage = bisect_right(self._starts, trainer.global_step) - 1  # the last stage begun by this step
         if stage == self._stage:
             return
         self._stage = stage

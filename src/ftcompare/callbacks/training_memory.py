@@ -5,6 +5,7 @@ rests on, where process memory (RSS) hides the differences between strategies.""
 from __future__ import annotations
 
 import logging
+from bisect import bisect_right
 from typing import Any
 
 import lightning as L
@@ -44,7 +45,7 @@ class TrainingMemory(L.Callback):
             total = int(trainer.estimated_stepping_batches)
             self._starts = getattr(pl_module, "stage_steps", lambda _: [0])(total)
         step = trainer.global_step
-        stage = max(i for i, start in enumerate(self._starts) if start <= step)
+        stage = bisect_right(self._starts, step) - 1  # the last stage begun by this step
         if stage in {s["stage"] for s in self.stages} or step < self._starts[stage] + self.at_step:
             return
         if self.stages and batch["input_ids"].shape[-1] < self.stages[0]["batch_shape"][-1]:
