@@ -3,12 +3,13 @@ Builders live in tests/helpers/."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, reviews_rows, save_tiny_models, write_csv
+from helpers import ROOT, reviews_rows, run_script, save_tiny_models, tiny_overrides, write_csv
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -27,6 +28,24 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def reviews_csv(tmp_path_factory: pytest.TempPathFactory) -> str:
     """400 IMDb reviews from the embedded data (balanced), as a small local CSV."""
     return write_csv(tmp_path_factory.mktemp("data") / "reviews.csv", reviews_rows(200))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_models, reviews_csv) -> Callable[[str], dict]:
+    """metrics.json of a finished tiny BERT run of a strategy, trained once per session and shared by the tests
+    that only read a run (its checkpoint, metrics and config) and write their own outputs elsewhere."""
+    records: dict[str, dict] = {}
+
+    def _run(strategy: str) -> dict:
+        if strategy not in records:
+            run_dir = tmp_path_factory.mktemp(f"run_{strategy}")
+            overrides = tiny_overrides(tiny_models["bert"], reviews_csv)
+            result = run_script("train.py", f"strategy={strategy}", *overrides, f"hydra.run.dir={run_dir}")
+            assert result.returncode == 0, result.stderr[-3000:]
+            records[strategy] = json.loads((run_dir / "metrics.json").read_text())
+        return records[strategy]
+
+    return _run
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY_CONFIGS, run_script, tiny_overrides
+from helpers import TINY_CONFIGS, run_script
 from omegaconf import OmegaConf
 from peft import AutoPeftModelForSequenceClassification
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
@@ -20,17 +20,10 @@ from ftcompare.errors import ConfigError
 from ftcompare.runs import load_trained, run_config
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_models, reviews_csv) -> dict[str, dict]:
+@pytest.fixture
+def trained(tiny_run) -> dict[str, dict]:
     """metrics.json of a tiny LoRA run and a tiny full fine-tuning run."""
-    root = tmp_path_factory.mktemp("runs")
-    records = {}
-    for strategy in ("lora", "full"):
-        overrides = tiny_overrides(tiny_models["bert"], reviews_csv)
-        result = run_script("train.py", f"strategy={strategy}", *overrides, f"hydra.run.dir={root / strategy}")
-        assert result.returncode == 0, result.stderr[-3000:]
-        records[strategy] = json.loads((root / strategy / "metrics.json").read_text())
-    return records
+    return {strategy: tiny_run(strategy) for strategy in ("lora", "full")}
 
 
 def test_lora_checkpoint_holds_only_what_trained(trained):
@@ -96,13 +89,8 @@ def test_export_loads_with_plain_transformers_or_peft(trained, tmp_path, strateg
     assert json.loads((folder / "export.json").read_text())["strategy"] == strategy
 
 
-def test_export_refuses_the_frozen_strategy_s_own_head(tmp_path, tiny_models, reviews_csv):
-    run_dir = tmp_path / "run"
-    trained = run_script(
-        "train.py", "strategy=frozen", *tiny_overrides(tiny_models["bert"], reviews_csv), f"hydra.run.dir={run_dir}"
-    )
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    ckpt = json.loads((run_dir / "metrics.json").read_text())["checkpoint"]
+def test_export_refuses_the_frozen_strategy_s_own_head(tmp_path, tiny_run):
+    ckpt = tiny_run("frozen")["checkpoint"]
     result = run_script("export.py", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'x'}")
     last = result.stderr.strip().splitlines()[-1]
     assert result.returncode == 2 and last.startswith("error: strategy 'frozen'") and "Fix:" in last

@@ -66,7 +66,7 @@ def test_every_strategy_instantiates_with_its_own_learning_rate(compose_cfg, tin
     assert isinstance(module, FineTuningStrategy) and module.name == strategy
     trainable, total = module.parameter_counts()
     assert 0 < trainable <= total
-    defaults = {"full": 1e-4, "frozen": 2e-3, "lora": 1e-3, "gradual": 1e-4}
+    defaults = {"full": 1e-4, "frozen": 2e-3, "lora": 2e-3, "gradual": 1e-4}
     defaults |= {"bitfit": 1e-3, "ia3": 3e-3, "lora_all": 5e-4, "dora": 1e-3}
     assert cfg.optimizer.lr == defaults[strategy]
 
@@ -85,7 +85,7 @@ def test_lr_sweep_scales_each_strategys_own_default(compose_cfg):
         strategy: sorted(compose_cfg(f"strategy={strategy}", f"lr_multiplier={m}").optimizer.lr for m in multipliers)
         for strategy in params.strategy.split(",")
     }
-    assert grids["full"] == [3e-5, 1e-4, 3e-4] and grids["lora"] == [3e-4, 1e-3, 3e-3]
+    assert grids["full"] == [3e-5, 1e-4, 3e-4] and grids["lora"] == [6e-4, 2e-3, 6e-3]
     assert min(grids["frozen"]) > max(grids["full"])  # heads and adapters want larger rates than full
     # an explicit learning rate still wins over the strategy default and its multiplier
     assert compose_cfg("strategy=lora", "optimizer.lr=2e-4", "lr_multiplier=3").optimizer.lr == 2e-4

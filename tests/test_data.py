@@ -142,7 +142,7 @@ def test_tfidf_baseline_runs_on_the_same_split_and_window(compose_cfg, reviews_c
         "data.test_size=50",
     )
     result = run(cfg)
-    assert set(result["tfidf_whole_text"]) == set(result["tfidf_head_16_tokens"]) == {"validation", "test"}
+    assert set(result["tfidf_whole_text"]) == set(result["tfidf_head_tail_16_tokens"]) == {"validation", "test"}
     assert all(0.4 < acc <= 1 for acc in result["tfidf_whole_text"].values())
     assert result["test_share_longer_than_16_tokens"] == 1.0  # every review is longer than 16 tokens
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
-from helpers import run_script, tiny_overrides, write_csv
+from helpers import run_script, write_csv
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -15,16 +16,8 @@ from ftcompare.runs import RESOLVED_CONFIG, run_config
 
 
 @pytest.mark.parametrize("strategy", ["lora", "frozen"])
-def test_eval_gives_the_test_metrics_training_reported(tmp_path, tiny_models, reviews_csv, strategy):
-    run_dir = tmp_path / "run"
-    trained = run_script(
-        "train.py",
-        f"strategy={strategy}",
-        *tiny_overrides(tiny_models["bert"], reviews_csv),
-        f"hydra.run.dir={run_dir}",
-    )
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    record = json.loads((run_dir / "metrics.json").read_text())
+def test_eval_gives_the_test_metrics_training_reported(tmp_path, tiny_run, strategy):
+    record = tiny_run(strategy)
 
     result = run_script("eval.py", f"ckpt_path={record['checkpoint']}", f"hydra.run.dir={tmp_path / 'eval'}")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -42,13 +35,9 @@ def test_eval_of_a_file_outside_a_run_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize("strategy", ["gradual", "lora"])
-def test_predict_labels_texts_and_reproduces_the_test_accuracy(tmp_path, tiny_models, reviews_csv, strategy):
-    run_dir = tmp_path / "run"
-    overrides = tiny_overrides(tiny_models["bert"], reviews_csv)
-    trained = run_script("train.py", f"strategy={strategy}", *overrides, f"hydra.run.dir={run_dir}")
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    record = json.loads((run_dir / "metrics.json").read_text())
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+def test_predict_labels_texts_and_reproduces_the_test_accuracy(tmp_path, tiny_run, strategy):
+    record = tiny_run(strategy)
+    cfg = OmegaConf.load(Path(record["checkpoint"]).parents[1] / ".hydra" / "config.yaml")
     test = instantiate(cfg.data, _convert_="all").raw_splits()["test"]
     inputs = tmp_path / "test.csv"
     with inputs.open("w", newline="") as f:
@@ -65,13 +54,17 @@ def test_predict_labels_texts_and_reproduces_the_test_accuracy(tmp_path, tiny_mo
     accuracy = sum(names.index(p["label"]) == y for p, y in zip(lines, test["labels"], strict=True)) / len(test)
     assert accuracy == pytest.approx(record["test"]["test/acc"])
 
+
+def test_predict_takes_one_text_or_a_named_column(tmp_path, tiny_run):
+    record = tiny_run("lora")
     one = run_script(
         "predict.py", f"ckpt_path={record['checkpoint']}", "text=A moving film.", f"hydra.run.dir={tmp_path / 'q'}"
     )
     assert one.returncode == 0 and json.loads(one.stdout.strip().splitlines()[-1])["text"] == "A moving film."
     assert f"predictions written to {tmp_path / 'q' / 'predictions.jsonl'}" in one.stderr
 
-    renamed = write_csv(tmp_path / "renamed.csv", [[text] for text in test["text"][:3]], header=("review",))
+    texts = ["A moving film.", "Dull and far too long.", "Fine."]
+    renamed = write_csv(tmp_path / "renamed.csv", [[text] for text in texts], header=("review",))
     ckpt = f"ckpt_path={record['checkpoint']}"
     other = run_script("predict.py", ckpt, f"input={renamed}", "text_column=review", f"hydra.run.dir={tmp_path / 'r'}")
     assert other.returncode == 0, other.stderr[-3000:]

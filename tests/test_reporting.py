@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +18,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from ftcompare.io import write_json
 from ftcompare.report.baseline import baseline_table, sweep_baseline
 from ftcompare.report.reading import reading
-from ftcompare.report.records import MEASURED, collect_runs, read_val_curves
+from ftcompare.report.records import MEASURED, _variants, collect_runs, common_overrides, read_val_curves
 from ftcompare.report.tables import best_per_strategy, pareto_front, summarise
 from ftcompare.resolvers import job_dirname
 
@@ -109,11 +110,11 @@ def test_the_baseline_is_computed_once_on_the_runs_split_and_shown(tmp_path, com
     )
     baseline = sweep_baseline(tmp_path, runs)
     assert json.loads((tmp_path / "baselines.json").read_text()) == baseline
-    assert set(baseline["tfidf_whole_text"]) == {"validation", "test"} and "tfidf_head_64_tokens" in baseline
+    assert set(baseline["tfidf_whole_text"]) == {"validation", "test"} and "tfidf_head_tail_64_tokens" in baseline
     table = baseline_table(baseline)
     assert list(table["baseline"]) == [
         "TF-IDF + logistic regression, whole review",
-        "TF-IDF + logistic regression, the model's 64 tokens (head)",
+        "TF-IDF + logistic regression, the model's 64 tokens (head_tail)",
     ]
     (tmp_path / "0_full" / ".hydra" / "config.yaml").unlink()  # the kept file is read, nothing recomputed
     assert sweep_baseline(tmp_path, runs) == baseline
@@ -284,3 +285,13 @@ def test_an_interrupted_write_leaves_the_previous_file_whole(tmp_path, monkeypat
         write_json(target, {"run": 2, "padding": "x" * 100_000})
     assert json.loads(target.read_text()) == {"run": 1}
     assert list(tmp_path.iterdir()) == [target]  # no temp file left behind
+
+
+def test_a_list_override_with_spaces_stays_one_override():
+    typed = [
+        ["strategy.layers=[-1, -2]", "model.attention_dropout=0.0"],
+        ["strategy.layers=[-1]", "model.attention_dropout=0.0"],
+    ]
+    runs = pd.DataFrame({"overrides": [shlex.join(o) for o in typed]})  # as collect_runs writes the column
+    assert _variants(runs["overrides"]) == ["strategy.layers=[-1, -2]", "strategy.layers=[-1]"]
+    assert common_overrides(runs) == ["model.attention_dropout=0.0"]

@@ -34,9 +34,12 @@ def command(tiny_models: dict[str, str], reviews_csv: str, *extra: str) -> list[
     return ["strategy=gradual", "trainer.max_epochs=3", *schedule, *overrides, *extra]
 
 
-def pause(marker: Path, step: int, seconds: float = 120.0, job: int | None = None) -> list[str]:
+def pause(
+    marker: Path, step: int, seconds: float = 120.0, job: int | None = None, until_sigterm: bool = False
+) -> list[str]:
     args = ["+callbacks.pause._target_=tests.helpers.pause.PauseAt", f"+callbacks.pause.step={step}"]
     args += [f"+callbacks.pause.marker={marker}", f"+callbacks.pause.seconds={seconds}"]
+    args += [f"+callbacks.pause.until_sigterm={until_sigterm}"]
     return args + ([f"+callbacks.pause.job={job}"] if job is not None else [])
 
 
@@ -222,7 +225,7 @@ def test_ctrl_c_twice_stops_at_once(tmp_path, tiny_models, reviews_csv):
 
 def test_resume_refuses_a_run_that_is_still_going_and_writes_nothing_into_it(tmp_path, tiny_models, reviews_csv):
     marker = tmp_path / "paused"
-    args = command(tiny_models, reviews_csv, *pause(marker, step=4, seconds=30))
+    args = command(tiny_models, reviews_csv, *pause(marker, step=4, seconds=60, until_sigterm=True))
     process = train(args, tmp_path)
     wait_for(marker, process)
     run_dir = only_run_dir(tmp_path)

@@ -122,7 +122,7 @@ def test_the_console_shows_the_run_and_its_log_file_keeps_everything(tmp_path, t
     assert not [word for word in NOISE if word in console], console[-3000:]
     record = json.loads((quiet / "metrics.json").read_text())
     # what it runs, where it writes, under which id; then the result and where it went
-    assert f"lora on {tiny_models['bert']}: lr 0.001, batch 8, 2 epochs" in result.stdout
+    assert f"lora on {tiny_models['bert']}: lr 0.002, batch 8, 2 epochs" in result.stdout
     assert f"(run {record['run_id']})" in result.stdout and "metrics written to" in result.stdout
     log = (quiet / "train.log").read_text()
     assert all(word in log for word in ("GPU available", "LOAD REPORT", "forecast:", "test acc")), log[-3000:]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +120,7 @@ def collect_runs(sweep_dir: Path) -> pd.DataFrame:
             **dict.fromkeys(MEASURED),
             "device": None,
             **dict.fromkeys(PROCESS),
-            "overrides": " ".join(overrides),  # as typed on the command line
+            "overrides": shlex.join(overrides),  # as typed on the command line, quoted where a shell needs it
             "error": "",
             "dir": str(job_dir.relative_to(sweep_dir)),
         }
@@ -145,7 +146,7 @@ def collect_runs(sweep_dir: Path) -> pd.DataFrame:
 
 
 def parse_overrides(overrides: str) -> dict[str, str]:
-    return dict(o.split("=", 1) for o in overrides.split() if "=" in o)
+    return dict(o.split("=", 1) for o in shlex.split(overrides) if "=" in o)
 
 
 def _variants(overrides: pd.Series) -> list[str]:
@@ -157,7 +158,7 @@ def _variants(overrides: pd.Series) -> list[str]:
 
 def common_overrides(runs: pd.DataFrame) -> list[str]:
     """Overrides every run of the sweep shares (e.g. `model.attention_dropout=0.0`), for the header."""
-    sets = [set(text.split()) for text in runs["overrides"]]
+    sets = [set(shlex.split(text)) for text in runs["overrides"]]
     shared = set.intersection(*sets) if sets else set()
     return sorted(o for o in shared if o.split("=", 1)[0] not in OWN_COLUMNS)
 
