@@ -1,5 +1,6 @@
 """The cost monitor's memory figures are per run: a small run after a big one reports the small peak,
-and the training memory leaves out what the process held before the run."""
+and the training memory leaves out what the process held before the run. The forecast counts the whole run;
+the progress bar of a resumed epoch has its total."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import logging
 import subprocess
 import sys
 
+import lightning as L
 import pytest
 import torch
 from helpers import quiet_trainer, tiny_overrides
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.demos.boring_classes import BoringModel
 
 from ftcompare.builders import build_datamodule, build_module
-from ftcompare.callbacks import PeakMemory, TrainingMemory
+from ftcompare.callbacks import PeakMemory, ProgressBar, TrainingMemory
 from ftcompare.callbacks.forecast import Forecast, duration
 
 
@@ -51,7 +55,7 @@ def test_memory_above_start_counts_only_what_the_run_added():
 # thresholds, for a long sweep process), and 8 MiB blocks come from the heap rather than mmap.
 FREED_THEN_REUSED = """
 import ctypes, torch
-from ftcompare.callbacks import PeakMemory, TrainingMemory
+from ftcompare.callbacks import PeakMemory, ProgressBar, TrainingMemory
 libc = ctypes.CDLL(None)
 assert libc.mallopt(-1, 2**31 - 1) and libc.mallopt(-3, 32 * 2**20)  # M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
 def run():
@@ -134,3 +138,27 @@ def test_without_memtracker_an_analytic_count_stands_in_and_says_so(compose_cfg,
         by, ref = counted[strategy]["at_peak_mib"], tracked[strategy]["at_peak_mib"]
         assert by["optimizer_state"] == ref["optimizer_state"] and by["gradients"] == ref["gradients"]
         assert by["total"] == pytest.approx(ref["total"], rel=0.1), (by, ref)
+
+
+class BarSeen(L.Callback):
+    """What the training bar shows as each batch starts (runs after the progress bar's own hook)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, str, int | None, int]] = []
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        bar = trainer.progress_bar_callback.train_progress_bar
+        self.seen.append((batch_idx, bar.desc, bar.total, bar.initial))
+
+
+def test_the_progress_bar_of_an_epoch_resumed_mid_way_has_its_total_and_epoch(tmp_path):
+    """Lightning skips on_train_epoch_start on a mid-epoch restart: its own bar shows `Training: 4/?`."""
+    steps = ModelCheckpoint(dirpath=tmp_path, filename="{step}", every_n_train_steps=4, save_top_k=-1)
+    quiet_trainer(max_epochs=1, limit_train_batches=6, enable_checkpointing=True, callbacks=[steps]).fit(BoringModel())
+    seen = BarSeen()
+    trainer = quiet_trainer(
+        max_epochs=2, limit_train_batches=6, enable_progress_bar=True, callbacks=[ProgressBar(), seen]
+    )
+    trainer.fit(BoringModel(), ckpt_path=tmp_path / "step=4.ckpt")
+    assert seen.seen[0] == (4, "Epoch 0: ", 6, 4)  # 4 batches were done before: not counted in this run's rate
+    assert seen.seen[2] == (0, "Epoch 1: ", 6, 0)

@@ -106,7 +106,7 @@ def test_trainer_callbacks_and_logger_instantiate(compose_cfg, trainer):
     built = build_trainer(cfg)
     assert isinstance(built, L.Trainer)
     names = {type(c).__name__ for c in built.callbacks}
-    assert {"ModelCheckpoint", "CostMonitor", "LearningRateMonitor", "TQDMProgressBar"} <= names
+    assert {"ModelCheckpoint", "CostMonitor", "LearningRateMonitor", "ProgressBar"} <= names
     assert type(built.logger).__name__ == "TensorBoardLogger"
 
 
