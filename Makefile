@@ -9,7 +9,7 @@ install: ## torch first (a bare `torch` requirement would pull CUDA wheels), the
 	$(PIP) install -e ".[dev]"
 
 run: install ## train LoRA on the embedded defaults (IMDb + all-MiniLM-L6-v2) and print test accuracy
-	@echo "make run: LoRA, 3 epochs of 4,000 reviews. 17 min on a 2-core CPU with avx512-bf16 (bf16); slower on an"
+	@echo "make run: LoRA, 3 epochs of 4,000 reviews. 15 min on a 2-core CPU with avx512-bf16 (bf16); slower on an"
 	@echo "AVX2-only CPU (fp32), about a minute on one H200 GPU; after the first steps the run prints its own forecast."
 	$(PYTHON) train.py strategy=lora
 

@@ -86,7 +86,7 @@ class Forecast(L.Callback):
             evaluation = f"{batches} evaluation batches at {self.eval_batch_time:.2g} s"
         quicker = "debug=limit for a look at a few batches"
         if trainer.strategy.root_device.type == "cpu":
-            quicker += ", a GPU (trainer.accelerator=gpu), or model.attention_dropout=0.0"
+            quicker += " or a GPU (trainer.accelerator=gpu)"  # not attention dropout 0.0: at most 8% (docs/results.md)
         log.info(
             "forecast: this run ends in %s %s (%d of %d training steps left at %.3g s, %s%s). Quicker: %s",
             how,
