@@ -55,7 +55,7 @@ def test_memory_above_start_counts_only_what_the_run_added():
 # thresholds, for a long sweep process), and 8 MiB blocks come from the heap rather than mmap.
 FREED_THEN_REUSED = """
 import ctypes, torch
-from ftcompare.callbacks import PeakMemory, ProgressBar, TrainingMemory
+from ftcompare.callbacks import PeakMemory, TrainingMemory
 libc = ctypes.CDLL(None)
 assert libc.mallopt(-1, 2**31 - 1) and libc.mallopt(-3, 32 * 2**20)  # M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
 def run():
