@@ -1,5 +1,6 @@
-"""Using a trained checkpoint: `eval.py` re-evaluates it with its run's settings (the same test metrics as
-training reported, to the last bit); `predict.py` labels new texts (on the test split: training's accuracy)."""
+"""Using a trained checkpoint: `eval.py` re-evaluates it with its run's settings (the same val and test metrics as
+training reported, to the last bit, although training scored val during fit and did not validate the best checkpoint
+again); `predict.py` labels new texts (on the test split: training's accuracy)."""
 
 from __future__ import annotations
 
@@ -8,23 +9,37 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import run_script, write_csv
+from helpers import events_dir, run_script, write_csv
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ftcompare.runs import RESOLVED_CONFIG, run_config
 
 
-@pytest.mark.parametrize("strategy", ["lora", "frozen"])
-def test_eval_gives_the_test_metrics_training_reported(tmp_path, tiny_run, strategy):
+@pytest.mark.parametrize(("strategy", "split", "reported"), [("lora", "test", "test"), ("frozen", "validation", "val")])
+def test_eval_gives_the_metrics_training_reported(tmp_path, tiny_run, strategy, split, reported):
     record = tiny_run(strategy)
 
-    result = run_script("eval.py", f"ckpt_path={record['checkpoint']}", f"hydra.run.dir={tmp_path / 'eval'}")
+    result = run_script(
+        "eval.py", f"ckpt_path={record['checkpoint']}", f"split={split}", f"hydra.run.dir={tmp_path / 'eval'}"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     evaluated = json.loads((tmp_path / "eval" / "eval.json").read_text())
-    assert evaluated["strategy"] == strategy and evaluated["split"] == "test"
-    assert evaluated["metrics"] == record["test"]  # exactly
+    assert evaluated["strategy"] == strategy and evaluated["split"] == split
+    assert evaluated["metrics"] == record[reported]  # exactly
     assert evaluated["provenance"]["split_fingerprints"] == record["provenance"]["split_fingerprints"]
+
+
+def test_the_best_checkpoint_is_not_validated_again(tiny_run):
+    """val comes from the validation that scored the best checkpoint's weights during fit: one val/acc point per
+    epoch in TensorBoard, none more at the end (the test split is scored once, at the end)."""
+    record = tiny_run("lora")
+    accumulator = EventAccumulator(events_dir(Path(record["checkpoint"]).parents[1]))
+    accumulator.Reload()
+    assert len(accumulator.Scalars("val/acc")) == record["epochs_run"]
+    assert len(accumulator.Scalars("test/acc")) == 1
+    assert record["val"]["val/acc"] == max(event.value for event in accumulator.Scalars("val/acc"))
 
 
 def test_eval_of_a_file_outside_a_run_is_a_clear_error(tmp_path):

@@ -6,12 +6,16 @@
   other weights is refused instead of predicting nonsense.
 - The random state: torch's (and CUDA's) RNG, restored at the first training step after a resume (after
   whatever the sanity check and the loaders drew), so dropout draws as in an uninterrupted run.
+- The validation of the saved weights: the `val/*` metrics of the last validation, with the step it ran at. A
+  checkpoint saved at that step holds the weights they were computed on, so the run reports them instead of
+  validating the same weights again (`validation_of`).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,7 +38,9 @@ class CheckpointContents:
         head, or a pooler the weights lack, is random and must be saved)."""
         self.pretrained |= {id(p) for name, p in named_parameters if name not in missing}
 
-    def save(self, module: nn.Module, checkpoint: dict[str, Any]) -> None:
+    def save(self, module: nn.Module, checkpoint: dict[str, Any], validation: dict[str, Any] | None = None) -> None:
+        if validation is not None:
+            checkpoint["validation"] = validation
         checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
@@ -78,3 +84,13 @@ class CheckpointContents:
             if "cuda" in self._rng and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(self._rng["cuda"])
             self._rng = None
+
+
+def validation_of(path: str | Path) -> dict[str, float] | None:
+    """The `val/*` metrics a checkpoint's own weights scored when it was saved, or None when the last validation
+    before the save ran on other weights (an earlier step) or the checkpoint predates the record."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # mmap: no weights read
+    validation = checkpoint.get("validation")
+    if validation is None or validation["global_step"] != checkpoint.get("global_step"):
+        return None
+    return dict(validation["metrics"])

@@ -23,12 +23,18 @@ def keep_threshold(p: float) -> tuple[int, float]:
     return dropped - _LANES // 2, 1 - dropped / _LANES
 
 
-def keep_mask(shape: torch.Size, p: float, device: torch.device) -> tuple[torch.Tensor, float]:
-    """A boolean keep-mask of `shape` drawn from the default generator, and its keep rate."""
+def keep_mask(
+    shape: torch.Size, p: float, device: torch.device, dtype: torch.dtype = torch.bool
+) -> tuple[torch.Tensor, float]:
+    """A keep-mask of `shape` drawn from the default generator (1 where kept, 0 where dropped), and its keep rate.
+
+    The same draws give the same mask in any `dtype`; a mask in the activations' dtype multiplies them in one
+    vectorised pass, which a boolean mask does not (its conversion costs more than the product)."""
     threshold, rate = keep_threshold(p)
     n = shape.numel()
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), 2**63 - 1)
-    return words.view(torch.int16)[:n].view(shape) >= threshold, rate
+    keep = torch.empty(shape, dtype=dtype, device=device)
+    return torch.ge(words.view(torch.int16)[:n].view(shape), threshold, out=keep), rate
 
 
 class _Dropout(torch.autograd.Function):

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ftcompare.builders import build_datamodule, build_module, build_trainer
 from ftcompare.callbacks import CostMonitor, TrainingMemory
+from ftcompare.checkpointing import validation_of
 from ftcompare.io import write_json
 from ftcompare.models import check_backbone, portable_name
 from ftcompare.provenance import next_job_in_process, process_info, provenance
@@ -89,6 +90,15 @@ def start_line(cfg: DictConfig, module: L.LightningModule, trainer: L.Trainer) -
     )
 
 
+def validated(module: L.LightningModule, trainer: L.Trainer, best: str | None) -> dict[str, float] | None:
+    """The val metrics of the weights the run reports, when a validation during fit already scored exactly those
+    weights (the best checkpoint's, or the final ones without a checkpoint callback); None: validate them."""
+    if best is not None:
+        return validation_of(best)
+    last = module.last_validation()
+    return last["metrics"] if last and last["global_step"] == trainer.global_step else None
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit one strategy, evaluate its best checkpoint on val and test, write `metrics.json`."""
     started, jobs_before = time.time(), next_job_in_process()
@@ -121,7 +131,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     cost["memory/tensor_first_stage_mib"] = stages[0]["total_mib"] if stages else cost["memory/tensor_peak_mib"]
     checkpoint = trainer.checkpoint_callback
     best = str(Path(checkpoint.best_model_path).absolute()) if checkpoint and checkpoint.best_model_path else None
-    val = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)[0]
+    val = (
+        validated(module, trainer, best)
+        or trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)[0]
+    )
     test = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)[0]
 
     record = {

@@ -67,6 +67,7 @@ class FineTuningStrategy(L.LightningModule):
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # in checkpoints: a resumed run knows its best epoch so far
         self.checkpoint_contents = CheckpointContents(self.model_cfg["name_or_path"], self.saves_trainable_only)
+        self.validated_at_step: int | None = None  # the step of the last validation (not the sanity check)
 
     @classmethod
     def check_config(cls, cfg: DictConfig) -> None:
@@ -182,6 +183,7 @@ class FineTuningStrategy(L.LightningModule):
         self.log_dict(values, prog_bar=False, sync_dist=True)
         if not self.trainer.sanity_checking:
             self.val_acc_best(values["val/acc"])
+            self.validated_at_step = self.global_step
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
@@ -189,8 +191,15 @@ class FineTuningStrategy(L.LightningModule):
         self.test_metrics.reset()
 
     # -- checkpoints (see checkpointing.py) ------------------------------------------------------------
+    def last_validation(self) -> dict[str, Any] | None:
+        """The `val/*` epoch metrics of the last validation and its step; None before the first."""
+        if self.validated_at_step is None:
+            return None
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
+        return {"global_step": self.validated_at_step, "metrics": metrics}
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.checkpoint_contents.save(self, checkpoint)
+        self.checkpoint_contents.save(self, checkpoint, self.last_validation())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.checkpoint_contents.load(self, checkpoint)
