@@ -81,9 +81,9 @@ def test_memory_an_earlier_run_freed_counts_again_for_the_next_run():
 @pytest.mark.parametrize(
     ("strategy", "expected"),
     [
-        ("full", ["ends in about", "(3 of 6 training steps left at", "4 evaluation batches at"]),
-        # frozen: only its first epoch is slow (later ones reuse the features): 3 steps, 1 validation + best + test
-        ("frozen", ["ends in about", "(0 of 3 training steps left at", "3 evaluation batches at", "reuse its work"]),
+        ("full", ["ends in about", "(3 of 6 training steps left at", "3 evaluation batches at"]),
+        # frozen: only its first epoch is slow (later ones reuse the features): 3 steps, 1 validation + test
+        ("frozen", ["ends in about", "(0 of 3 training steps left at", "2 evaluation batches at", "reuse its work"]),
         # gradual: timed while the head trains alone, a lower bound
         ("gradual", ["ends in at least", "(3 of 6 training steps left at", "later stages train more layers"]),
     ],
@@ -98,7 +98,7 @@ def test_the_forecast_comes_once_after_the_first_steps_and_counts_the_whole_run(
     with caplog.at_level(logging.INFO, logger="ftcompare.callbacks.forecast"):
         trainer.fit(build_module(cfg), datamodule=build_datamodule(cfg))
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("forecast:")]
-    # 2 epochs x 3 steps; 3 validations (2 epochs + the best checkpoint again) of 1 batch + 1 test batch
+    # 2 epochs x 3 steps; 2 validations of 1 batch (the best checkpoint's is reused) + 1 test batch
     assert all(part in line for part in expected) and "debug=limit" in line, line
     assert duration(45) == "45 s" and duration(14 * 60) == "14 min" and duration(137 * 60) == "2 h 17 min"
 
@@ -136,7 +136,9 @@ def test_without_memtracker_an_analytic_count_stands_in_and_says_so(compose_cfg,
     for strategy in ("full", "lora"):
         assert counted[strategy]["method"].startswith("analytic") and tracked[strategy]["method"].startswith("torch")
         by, ref = counted[strategy]["at_peak_mib"], tracked[strategy]["at_peak_mib"]
-        assert by["optimizer_state"] == ref["optimizer_state"] and by["gradients"] == ref["gradients"]
+        assert by["optimizer_state"] == ref["optimizer_state"]
+        # LoRA's peak may fall in the backward pass just before its adapters' few gradients exist
+        assert by["gradients"] == pytest.approx(ref["gradients"], abs=0.01 * ref["total"])
         assert by["total"] == pytest.approx(ref["total"], rel=0.1), (by, ref)
 
 

@@ -110,6 +110,41 @@ def test_fast_dropout_matches_its_formula_and_passes_through_where_no_dropout_ap
     assert layer.eval()(x) is x and FastDropout(0.0)(x) is x
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_16_bit_activations_drop_through_a_mask_in_their_dtype_to_the_same_bits(dtype):
+    """The 0/1 mask in the activations' dtype (one vectorised product) gives bit for bit the boolean formula."""
+    torch.manual_seed(6)
+    x = torch.randn(4, 33, 24).to(dtype).requires_grad_()
+    grad = torch.randn(4, 33, 24).to(dtype)
+    torch.manual_seed(7)
+    out = dropout(x, P)
+    (grad_x,) = torch.autograd.grad(out, x, grad)
+    torch.manual_seed(7)
+    keep, rate = keep_mask(x.shape, P, x.device)
+    assert torch.equal(out, torch.where(keep, x * (1 / rate), 0))
+    assert torch.equal(grad_x, torch.where(keep, grad * (1 / rate), 0))
+
+
+def test_attention_in_bf16_stays_within_rounding_of_the_fp32_formula():
+    """The hand-written attention in bf16 (softmax straight to bf16, the scale applied to the output) against the
+    plain formula in fp32 on the same bf16 inputs and mask: differences of bf16 rounding only."""
+    torch.manual_seed(8)
+    q, k, v = (torch.randn(2, 4, 64, 32).bfloat16().requires_grad_() for _ in range(3))
+    mask = torch.ones(2, 1, 64, 64, dtype=torch.bool)
+    mask[1, :, :, 40:] = False
+    torch.manual_seed(9)
+    out, _ = ftc_sdpa_attention(torch.nn.Module(), q, k, v, mask, dropout=P, scaling=32**-0.5)
+    grads = torch.autograd.grad(out.float().sum(), (q, k, v))
+    torch.manual_seed(9)
+    keep, rate = keep_mask(torch.Size([2, 4, 64, 64]), P, q.device)
+    q32, k32, v32 = (t.detach().float().requires_grad_() for t in (q, k, v))
+    scores = (q32 @ k32.transpose(-1, -2) * 32**-0.5).masked_fill(~mask, torch.finfo(torch.float32).min)
+    reference = ((scores.softmax(-1) * keep / rate) @ v32).transpose(1, 2)
+    assert (out.float() - reference).abs().max() < 0.02 * reference.abs().max()
+    for ours, theirs in zip(grads, torch.autograd.grad(reference.sum(), (q32, k32, v32)), strict=True):
+        assert (ours.float() - theirs).abs().max() < 0.02 * theirs.abs().max()
+
+
 @pytest.mark.parametrize("strategy", ["full", "lora", "gradual"])
 def test_a_run_module_has_every_dropout_fast_unless_switched_off(compose_cfg, tiny_models, reviews_csv, strategy):
     """Hidden, head and (LoRA) adapter dropouts; state dict untouched; `model.fast_dropout=false` keeps torch's."""

@@ -38,18 +38,26 @@ def keep_mask(
 
 
 class _Dropout(torch.autograd.Function):
-    """x * keep / rate, saving only the 1-byte mask for backward."""
+    """x * keep / rate, saving only the mask for backward: 1 byte a value for 32-bit activations, and for 16-bit
+    ones a mask in their dtype, whose product takes one vectorised pass."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, keep: torch.Tensor, rate: float) -> torch.Tensor:
         ctx.save_for_backward(keep)
         ctx.scale = 1 / rate
-        return torch.where(keep, x * ctx.scale, 0)
+        return _masked(x, keep, ctx.scale)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (keep,) = ctx.saved_tensors
-        return torch.where(keep, grad * ctx.scale, 0), None, None
+        return _masked(grad, keep, ctx.scale), None, None
+
+
+def _masked(x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
+    """x * scale where kept, 0 elsewhere; the same values from a boolean mask or a 0/1 one."""
+    if keep.dtype == torch.bool:
+        return torch.where(keep, x * scale, 0)
+    return (x * keep).mul_(scale)
 
 
 def draws_own_mask(device: torch.device) -> bool:
@@ -63,7 +71,8 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
         return x
     if draws_own_mask(x.device) or p == 1.0:
         return F.dropout(x, p, training)
-    keep, rate = keep_mask(x.shape, p, x.device)
+    mask_dtype = x.dtype if x.dtype in (torch.bfloat16, torch.float16) else torch.bool
+    keep, rate = keep_mask(x.shape, p, x.device, mask_dtype)
     return _Dropout.apply(x, keep, rate)
 
 

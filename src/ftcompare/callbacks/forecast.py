@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from typing import Any
 
@@ -80,8 +81,8 @@ class Forecast(L.Callback):
         seconds = (timed_steps - trainer.global_step) * step
         evaluation = "validation and test not timed (no sanity check)"
         if self.eval_batch_time is not None:
-            # each epoch's validation, then the best checkpoint's validation again and the test
-            batches = (epochs_left + 1) * sum(trainer.num_val_batches) + _test_batches(trainer)
+            # each epoch's validation (the best checkpoint's is reused, not run again), then the test
+            batches = epochs_left * sum(trainer.num_val_batches) + _test_batches(trainer)
             seconds += batches * self.eval_batch_time
             evaluation = f"{batches} evaluation batches at {self.eval_batch_time:.2g} s"
         quicker = "debug=limit for a look at a few batches"
@@ -102,14 +103,24 @@ class Forecast(L.Callback):
         if position is not None and position[0] < position[1]:
             job, jobs = position
             whole_run = time.perf_counter() - self._fit_start + seconds
+            at_once = min(parallel_jobs(), jobs - job + 1)  # this job already shares the machine: its time shows it
             log.info(
                 "forecast: this is job %d of %d; the %d after it take about %s more if each takes as long as this "
-                "one (frozen runs take far less)",
+                "one%s (frozen runs take far less)",
                 job,
                 jobs,
                 jobs - job,
-                duration((jobs - job) * whole_run),
+                duration((jobs - job) * whole_run / at_once),
+                f", {at_once} at a time" if at_once > 1 else "",
             )
+
+
+def parallel_jobs() -> int:
+    """How many jobs of this sweep run at the same time: the joblib launcher's `n_jobs` (-1: every core), else 1."""
+    n_jobs = HydraConfig.get().launcher.get("n_jobs") if HydraConfig.initialized() else None
+    if not n_jobs:
+        return 1
+    return max(1, n_jobs if n_jobs > 0 else (os.cpu_count() or 1) + 1 + n_jobs)
 
 
 def sweep_position() -> tuple[int, int] | None:
