@@ -2,6 +2,7 @@
 
 python bench.py                                  # the strategies of experiment=compare, default config
 python bench.py --strategies full lora -- model.attention_dropout=0.0
+python bench.py --ops --strategies full lora     # where a step's time goes, op by op, on the same batches
 """
 
 import argparse
@@ -9,6 +10,8 @@ from datetime import datetime
 from pathlib import Path
 
 from ftcompare.benchmark import run, study_strategies
+from ftcompare.benchmark.loops import Bench
+from ftcompare.benchmark.ops import run_ops
 from ftcompare.strategies import names
 
 
@@ -20,12 +23,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per strategy and loop")
     parser.add_argument("--eval-samples", type=int, default=512)
     parser.add_argument("--no-trainer", action="store_true", help="time our loop only")
+    parser.add_argument("--ops", action="store_true", help="per-op time of a step (torch.profiler), per strategy")
     parser.add_argument(
         "--out", type=Path, default=Path("outputs/bench") / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     )
     args = parser.parse_args()
     if args.warmup < 1 or args.steps < 1:
         parser.error("--warmup and --steps must be >= 1")
+    if args.ops:
+        table = run_ops(Bench(args.overrides, args.strategies, args.warmup, args.steps), args.warmup, args.steps)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "ops.md").write_text(table)
+        print(f"{table}written to {args.out}/ops.md")
+        return
     print(
         run(args.overrides, args.strategies, args.warmup, args.steps, args.eval_samples, not args.no_trainer, args.out)
     )

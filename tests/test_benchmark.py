@@ -15,7 +15,8 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from ftcompare.benchmark import run, study_strategies
 from ftcompare.benchmark.clock import StepClock, training_flops
-from ftcompare.benchmark.loops import TrainerModel
+from ftcompare.benchmark.loops import Bench, TrainerModel
+from ftcompare.benchmark.ops import run_ops
 from ftcompare.benchmark.table import Study, study_hours
 from ftcompare.builders import build_datamodule, build_module
 
@@ -96,3 +97,18 @@ def test_trainer_trains_the_parameters_our_loop_trains_first(compose_cfg, tiny_m
     )
     given = TrainerModel(build_module(cfg))
     assert {n.removeprefix("module.") for n, p in given.named_parameters() if p.requires_grad} == first_step != set()
+
+
+def test_the_op_profile_times_every_strategy_on_the_same_batches(tiny_models, reviews_csv):
+    overrides = [o for o in tiny_overrides(tiny_models["bert"], reviews_csv) if "limit_" not in o]
+    strategies = ["full", "lora", "gradual", "frozen"]
+    text = run_ops(Bench(overrides, strategies, warmup=1, steps=2), warmup=1, steps=2)
+    header, _, *rows = text.split("\n\n")[1].splitlines()
+    assert [c.strip() for c in header.strip("|").split("|")][1:] == strategies
+    times = {row.split("|")[1].strip(): [float(c) for c in row.strip("|").split("|")[1:]] for row in rows}
+    assert "aten::addmm" in times  # the linear layers' forward: every strategy runs it
+    assert all(t > 0 for t in times["step, without the profiler"])
+    # gradual's first stage and frozen run no backward pass through the encoder: a fraction of full's backward matmuls
+    full, _, gradual, frozen = times["aten::mm"]
+    assert gradual < full and frozen < full, times["aten::mm"]
+    assert "Step time against full: lora " in text and "(lengths [" in text

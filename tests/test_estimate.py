@@ -41,8 +41,11 @@ def test_the_estimate_is_within_10_percent_of_the_measured_peak(compose_cfg, tin
         record = measured(compose_cfg, overrides).record
         assert record["batch_shape"] == [batch_size, 128]
         (row, *_) = estimate(compose_cfg(*overrides, "estimate.view=cpu", config="estimate"))
+        total = record["at_peak_mib"]["total"]
         for category in ("parameters", "gradients", "optimizer_state"):
-            assert row["at_peak_mib"][category] == pytest.approx(record["at_peak_mib"][category], rel=0.01)
+            # LoRA's peak may fall in the backward pass just before its adapters' few gradients exist
+            expected = pytest.approx(record["at_peak_mib"][category], rel=0.01, abs=0.01 * total)
+            assert row["at_peak_mib"][category] == expected, (strategy, category)
         assert row["at_peak_mib"]["total"] == pytest.approx(record["at_peak_mib"]["total"], rel=0.1), (strategy, row)
 
 
