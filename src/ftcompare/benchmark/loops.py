@@ -30,16 +30,22 @@ from ftcompare.resolvers import register_resolvers
 from ftcompare.strategies import FineTuningStrategy, strategy_class
 
 
+def in_first_stage(module: FineTuningStrategy) -> FineTuningStrategy:
+    """The module with the parameters trainable that train at the start of our run (a BaseFinetuning callback's
+    first stage applied: gradual's head alone), for loops that train it without Lightning's callbacks."""
+    for callback in module.configure_callbacks():
+        if isinstance(callback, BaseFinetuning):
+            callback.freeze_before_training(module)
+    return module
+
+
 class TrainerModel(nn.Module):
     """A strategy's module as `Trainer` trains it: the same model with the same parameters trainable as at the
-    start of our run (a BaseFinetuning callback's first stage included); forward returns the loss."""
+    start of our run (`in_first_stage`); forward returns the loss."""
 
     def __init__(self, module: FineTuningStrategy) -> None:
         super().__init__()
-        self.module = module
-        for callback in module.configure_callbacks():
-            if isinstance(callback, BaseFinetuning):
-                callback.freeze_before_training(module)
+        self.module = in_first_stage(module)
 
     def forward(
         self,

@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from torch.profiler import ProfilerActivity, profile
 
 from ftcompare.benchmark.clock import sync
-from ftcompare.benchmark.loops import Bench, TrainerModel
+from ftcompare.benchmark.loops import Bench, in_first_stage
 from ftcompare.builders import build_module
 
 Batch = dict[str, torch.Tensor]
@@ -27,7 +27,7 @@ Batch = dict[str, torch.Tensor]
 def _step_fn(bench: Bench, strategy: str) -> Callable[[Batch], None]:
     """One training step of the strategy's module with its configured optimizer and clipping."""
     cfg = bench.compose(strategy)
-    module = TrainerModel(build_module(cfg)).module.to(bench.device).train()  # a staged strategy in its first stage
+    module = in_first_stage(build_module(cfg)).to(bench.device).train()
     optimizer = instantiate(cfg.optimizer)(module.param_groups(module.named_parameters()))
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
     autocast = torch.autocast(bench.device.type, dtype=torch.bfloat16, enabled="bf16" in str(cfg.trainer.precision))
