@@ -6,6 +6,7 @@ Figures are printed, never asserted: only the structure and the arithmetic behin
 from __future__ import annotations
 
 import json
+import re
 
 import lightning as L
 import pytest
@@ -112,3 +113,6 @@ def test_the_op_profile_times_every_strategy_on_the_same_batches(tiny_models, re
     full, _, gradual, frozen = times["aten::mm"]
     assert gradual < full and frozen < full, times["aten::mm"]
     assert "Step time against full: lora " in text and "(lengths [" in text
+    assert "the step's time if nothing else took any" in text
+    shares = re.findall(r"(\w+) (\d+)% \((\d+) ms\)", text.split("Matmuls")[1])
+    assert [s for s, _, _ in shares] == strategies and all(0 < int(p) < 100 for _, p, _ in shares), shares

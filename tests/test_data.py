@@ -70,6 +70,23 @@ def test_split_is_deterministic_and_changes_with_the_seed(reviews_csv):
     assert first.splits["train"].cache_files == second.splits["train"].cache_files != []
 
 
+def test_train_subsets_are_nested_with_labels_in_proportion_and_leave_val_and_test_alone(reviews_csv):
+    """Learning curves: each smaller subset inside the larger ones, each label within one of its share, and the
+    same validation and test examples (fingerprints) at every size."""
+    whole = make_dm(reviews_csv)
+    whole.setup()
+    subsets = {}
+    for size in (10, 25, 60, 100):
+        dm = make_dm(reviews_csv, train_subset=size)
+        dm.setup()
+        assert {k: dm.fingerprints[k] for k in ("validation", "test")} == {
+            k: whole.fingerprints[k] for k in ("validation", "test")
+        }
+        subsets[size] = texts(dm, "train")
+        assert len(subsets[size]) == size and abs(sum(dm.splits["train"]["labels"]) - size / 2) <= 1
+    assert set(subsets[10]) < set(subsets[25]) < set(subsets[60]) < set(subsets[100]) == set(texts(whole, "train"))
+
+
 def test_duplicates_never_cross_splits(tmp_path):
     rows = [(f"review number {i} {'good' if i % 2 else 'bad'}", i % 2) for i in range(60)]
     rows += rows[:30]  # every one of the first 30 reviews appears twice

@@ -8,6 +8,7 @@ import csv
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from helpers import events_dir, run_script, write_csv
 from hydra.utils import instantiate
@@ -29,6 +30,10 @@ def test_eval_gives_the_metrics_training_reported(tmp_path, tiny_run, strategy, 
     assert evaluated["strategy"] == strategy and evaluated["split"] == split
     assert evaluated["metrics"] == record[reported]  # exactly
     assert evaluated["provenance"]["split_fingerprints"] == record["provenance"]["split_fingerprints"]
+    # per example too: the run's predictions of that split (for validation, recorded in the checkpoint during fit)
+    ours = pd.read_csv(tmp_path / "eval" / "predictions.csv")
+    trained = pd.read_csv(Path(record["checkpoint"]).parents[1] / "predictions.csv")
+    pd.testing.assert_frame_equal(ours, trained[trained["split"] == split].reset_index(drop=True))
 
 
 def test_the_best_checkpoint_is_not_validated_again(tiny_run):

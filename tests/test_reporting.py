@@ -6,17 +6,19 @@ import json
 import math
 import os
 import shlex
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import events_dir, run_script, tiny_overrides
+from helpers import CHROMIUM, browser_check, events_dir, run_script, tiny_overrides
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from ftcompare.io import write_json
 from ftcompare.report.baseline import baseline_table, sweep_baseline
+from ftcompare.report.plots import label_offsets
 from ftcompare.report.reading import reading
 from ftcompare.report.records import MEASURED, _variants, collect_runs, common_overrides, read_val_curves
 from ftcompare.report.tables import best_per_strategy, pareto_front, summarise
@@ -91,6 +93,48 @@ def test_plots_and_html_are_written_and_not_empty(tiny_sweep):
     page = (tiny_sweep / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') == len(names)
     assert "<table" in page and "lora" in page and "Runs without a result" not in page
+    # the header's paths and commands as code, not as markdown backticks
+    assert f"<code>{tiny_sweep}</code>" in page and "<code>python train.py -m " in page and "`" not in page
+
+
+def test_sweeps_merge_into_one_report_that_says_what_it_merged(tiny_sweep, tmp_path):
+    """The tiny sweep cut in two chunks (seed 0, seed 1) and merged again: the same rows and statistics."""
+    jobs = sorted(p for p in tiny_sweep.iterdir() if (p / ".hydra").is_dir())
+    for chunk in ("a", "b"):
+        (tmp_path / chunk).mkdir()
+        shutil.copy(tiny_sweep / "multirun.yaml", tmp_path / chunk)
+    for job in jobs:
+        chunk = "a" if job.name.endswith("seed0") else "b"
+        shutil.copytree(job, tmp_path / chunk / job.name)
+    out = tmp_path / "merged"
+    result = run_script("report.py", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    merged, whole = pd.read_csv(out / "results.csv"), pd.read_csv(tiny_sweep / "results.csv")
+    assert len(merged) == len(whole) == 4 and sorted(merged["sweep"].unique()) == [str(tmp_path / c) for c in "ab"]
+    key = ["strategy", "seed"]
+    pd.testing.assert_series_equal(
+        merged.sort_values(key)["test_acc"].reset_index(drop=True),
+        whole.sort_values(key)["test_acc"].reset_index(drop=True),
+    )
+    assert all((out / d / "metrics.json").is_file() for d in merged["dir"])  # folders relative to the report
+    summary = (out / "summary.md").read_text()
+    assert f"Merged from 2 sweeps, written to `{out}`" in summary and f"`{tmp_path / 'a'}`: 2 runs" in summary
+    assert markdown_rows(summary.split("## Per configuration")[1])[0]["seeds"] == "2"
+    refused = run_script("report.py", str(tmp_path / "a"), str(tmp_path / "b"))
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1] == (
+        "error: merging several sweeps needs a folder for their report. Fix: --out DIR"
+    )
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium to open the page (apt-get install chromium; CI installs it)")
+def test_report_html_reads_right_in_a_real_browser(tiny_sweep, tmp_path):
+    """Opened in headless Chromium: every image loads, no number is printed as stored (six or more decimals), code
+    is not shown as markdown, and the page says these runs were sliced."""
+    check = browser_check(tiny_sweep / "report.html", tmp_path)
+    assert check["images"] == 4 and check["broken"] == [], check["broken"]
+    assert check["unrounded"] == [], check["unrounded"]
+    assert "`" not in check["text"] and f"Sweep: {tiny_sweep}" in check["text"]
+    assert "sliced for a look (limited batches)" in check["text"]
 
 
 def test_runs_with_limited_batches_are_marked_and_not_given_a_test_size(tiny_sweep):
@@ -174,6 +218,14 @@ def test_failed_jobs_do_not_sink_the_sweep_and_the_report_lists_them(tmp_path, t
 def test_report_without_a_sweep_is_a_clear_error(tmp_path):
     result = run_script("report.py", "--root", str(tmp_path))
     assert result.returncode == 2 and result.stderr.startswith("error:") and "Traceback" not in result.stderr
+
+
+def test_labels_of_points_at_one_place_are_stacked_not_overlaid():
+    """The study's memory plot: full and gradual at the same tensor memory and almost the same accuracy."""
+    memory = pd.Series([1299.0, 1299.0, 939.0, 161.0])
+    accuracy = pd.Series([0.8987, 0.9007, 0.8987, 0.8353])
+    assert label_offsets(memory, accuracy).tolist() == [6, 17, 6, 6]
+    assert label_offsets(pd.Series([1.0, 1.0, 1.0]), pd.Series([0.5, 0.5, 0.5])).tolist() == [6, 17, 28]
 
 
 def test_pareto_front_on_hand_made_points():

@@ -101,6 +101,14 @@ def test_multirun_gives_one_result_per_strategy(tmp_path, tiny_models, reviews_c
         gradual = record["strategy"] == "gradual"
         assert stages == ([(1, 2), (2, 4)] if gradual else [(0, 1)])
         assert record["memory"]["step"] == (4 if gradual else 1)  # the largest: everything trainable
+        # per-example predictions of the reported weights: the metrics follow from them
+        predictions = pd.read_csv(job / "predictions.csv")
+        for split, key in (("validation", "val"), ("test", "test")):
+            rows = predictions[predictions["split"] == split]
+            assert len(rows) == record[key][f"{key}/examples"], (job.name, split)
+            right = (rows["label"] == rows["predicted"]).mean()
+            assert right == pytest.approx(record[key][f"{key}/acc"], abs=1e-6), (job.name, split)
+        assert (predictions[["p_negative", "p_positive"]].sum(axis=1) - 1).abs().max() < 1e-5
         tags = scalar_tags(job)
         missing = PROMISED_TAGS - tags
         assert not missing, f"{job.name}: missing TensorBoard tags {missing}"
@@ -108,6 +116,8 @@ def test_multirun_gives_one_result_per_strategy(tmp_path, tiny_models, reviews_c
         layout = custom_scalars_layout(job)
         assert set(layout) == {"accuracy", "time", "memory"}
         assert all(any(re.match(p, tag) for tag in tags) for patterns in layout.values() for p in patterns), layout
+    # every strategy scored the same examples: the report pairs them
+    assert len({tuple(pd.read_csv(job / "predictions.csv")["example_id"]) for job in jobs}) == 1
 
 
 NOISE = ("LOAD REPORT", "Tip:", "GPU available", "Warning", "Flattening", "Tokenising", "Total FLOPs", "INFO")

@@ -99,6 +99,8 @@ CASES = {
     "unknown truncation": (["data.truncation=middle"], "data.truncation='middle'"),
     "splits too big": (["data.train_size=100000"], "data.train_size + data.val_size + data.test_size = 100064"),
     "split of one row": (["data.val_size=1"], "data.val_size=1 cannot be drawn stratified"),
+    "train subset above the train split": (["data.train_subset=65"], "data.train_subset=65 is larger than the train"),
+    "train subset 0": (["data.train_subset=0"], "data.train_subset=0 is invalid"),
     "one class only": (["data.source.data_files={one_class}"], "one class only"),
     "missing model": (["model.name_or_path=/no/such/model"], "model.name_or_path='/no/such/model' does not exist"),
     "not an encoder": (["model.name_or_path={gpt2}"], "'gpt2'"),

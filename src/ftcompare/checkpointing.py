@@ -6,9 +6,9 @@
   other weights is refused instead of predicting nonsense.
 - The random state: torch's (and CUDA's) RNG, restored at the first training step after a resume (after
   whatever the sanity check and the loaders drew), so dropout draws as in an uninterrupted run.
-- The validation of the saved weights: the `val/*` metrics of the last validation, with the step it ran at. A
-  checkpoint saved at that step holds the weights they were computed on, so the run reports them instead of
-  validating the same weights again (`validation_of`).
+- The validation of the saved weights: the `val/*` metrics and per-example predictions of the last validation,
+  with the step it ran at. A checkpoint saved at that step holds the weights they were computed on, so the run
+  reports them instead of validating the same weights again (`validation_of`).
 """
 
 from __future__ import annotations
@@ -86,11 +86,12 @@ class CheckpointContents:
             self._rng = None
 
 
-def validation_of(path: str | Path) -> dict[str, float] | None:
-    """The `val/*` metrics a checkpoint's own weights scored when it was saved, or None when the last validation
-    before the save ran on other weights (an earlier step) or the checkpoint predates the record."""
+def validation_of(path: str | Path) -> dict[str, Any] | None:
+    """The validation a checkpoint's own weights had when it was saved (`metrics`: `val/*`, `predictions`), or
+    None when the last validation before the save ran on other weights (an earlier step) or the checkpoint
+    predates the record."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # mmap: no weights read
     validation = checkpoint.get("validation")
     if validation is None or validation["global_step"] != checkpoint.get("global_step"):
         return None
-    return dict(validation["metrics"])
+    return {"metrics": dict(validation["metrics"]), "predictions": validation.get("predictions")}

@@ -1,4 +1,5 @@
-"""Re-evaluate a checkpoint with the exact settings of the run that wrote it (`python eval.py ckpt_path=...`)."""
+"""Re-evaluate a checkpoint with the exact settings of the run that wrote it (`python eval.py ckpt_path=...`):
+`eval.json`, and `predictions.csv` per example as a training run writes it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from ftcompare.builders import build_datamodule, build_module
 from ftcompare.errors import ConfigError
 from ftcompare.io import write_json
+from ftcompare.per_example import PREDICTIONS_FILE, predictions_frame, write_predictions
 from ftcompare.provenance import provenance
 from ftcompare.runs import find_checkpoint, read_checkpoint, run_config
 
@@ -52,6 +54,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "data": OmegaConf.to_container(run.data, resolve=True),
         "provenance": provenance(datamodule.fingerprints),
     }
-    write_json(Path(cfg.paths.output_dir) / "eval.json", record)
-    log.info("metrics written to %s", Path(cfg.paths.output_dir) / "eval.json")
+    out = Path(cfg.paths.output_dir)
+    scored = {cfg.split: module.predictions.get(cfg.split)}
+    write_predictions(out, predictions_frame(scored, datamodule.fingerprints, module.label_names))
+    write_json(out / "eval.json", record)
+    log.info("metrics written to %s, per example to %s", out / "eval.json", out / PREDICTIONS_FILE)
     return record

@@ -17,6 +17,7 @@ from ftcompare.callbacks import CostMonitor, TrainingMemory
 from ftcompare.checkpointing import validation_of
 from ftcompare.io import write_json
 from ftcompare.models import check_backbone, portable_name
+from ftcompare.per_example import PREDICTIONS_FILE, predictions_frame, write_predictions
 from ftcompare.provenance import next_job_in_process, process_info, provenance
 from ftcompare.report.tables import summary_line
 from ftcompare.resume import check_resumable, last_checkpoint, resume_from, run_id
@@ -90,13 +91,14 @@ def start_line(cfg: DictConfig, module: L.LightningModule, trainer: L.Trainer) -
     )
 
 
-def validated(module: L.LightningModule, trainer: L.Trainer, best: str | None) -> dict[str, float] | None:
-    """The val metrics of the weights the run reports, when a validation during fit already scored exactly those
-    weights (the best checkpoint's, or the final ones without a checkpoint callback); None: validate them."""
+def validated(module: L.LightningModule, trainer: L.Trainer, best: str | None) -> dict[str, Any] | None:
+    """The validation (`metrics`, `predictions`) of the weights the run reports, when one during fit already
+    scored exactly those weights (the best checkpoint's, or the final ones without a checkpoint callback); None:
+    validate them."""
     if best is not None:
         return validation_of(best)
     last = module.last_validation()
-    return last["metrics"] if last and last["global_step"] == trainer.global_step else None
+    return last if last and last["global_step"] == trainer.global_step else None
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -131,10 +133,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     cost["memory/tensor_first_stage_mib"] = stages[0]["total_mib"] if stages else cost["memory/tensor_peak_mib"]
     checkpoint = trainer.checkpoint_callback
     best = str(Path(checkpoint.best_model_path).absolute()) if checkpoint and checkpoint.best_model_path else None
-    val = (
-        validated(module, trainer, best)
-        or trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)[0]
-    )
+    validation = validated(module, trainer, best)
+    if validation is None or validation["predictions"] is None:
+        metrics = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)
+        validation = {"metrics": metrics[0], "predictions": module.predictions.get("validation")}
+    val = validation["metrics"]
     test = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)[0]
 
     record = {
@@ -160,6 +163,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "cost": {**cost, "checkpoint_size_mb": Path(best).stat().st_size / 2**20 if best else None},
         "memory": memory,  # by category: docs/memory.md
         "checkpoint": best,
+        "predictions": PREDICTIONS_FILE,  # per example, validation and test: the report's paired tests
         "resumed_from": resumed_from,
         "dropped_empty_texts": datamodule.dropped,
         "provenance": provenance(datamodule.fingerprints),
@@ -167,7 +171,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     }
     if not trainer.is_global_zero:  # DDP: every process ran this; one writes
         return record
-    write_json(output_dir / "metrics.json", record)
+    scored = {"validation": validation["predictions"], "test": module.predictions.get("test")}
+    write_predictions(output_dir, predictions_frame(scored, datamodule.fingerprints, module.label_names))
+    write_json(output_dir / "metrics.json", record)  # last: a run folder with metrics.json is complete
     if (last := last_checkpoint(trainer)) is not None:
         last.unlink(missing_ok=True)  # only needed to resume; the run is done
     log_hparams_with_results(trainer, record)

@@ -45,6 +45,13 @@ def validate(cfg: DictConfig) -> None:
     check_truncation(OmegaConf.select(cfg, "data.truncation", default="head"))
     for split in ("train_size", "val_size", "test_size"):
         integer_setting(cfg, f"data.{split}", f"e.g. data.{split}=1000")
+    if OmegaConf.select(cfg, "data.train_subset") is not None:
+        subset = integer_setting(cfg, "data.train_subset", "e.g. data.train_subset=500, or null for the whole split")
+        if subset > cfg.data.train_size:
+            raise ConfigError(
+                f"data.train_subset={subset} is larger than the train split (data.train_size={cfg.data.train_size})."
+                " Fix: data.train_subset <= data.train_size, or null for the whole split"
+            )
     if OmegaConf.select(cfg, "trainer.max_epochs") is not None:
         integer_setting(cfg, "trainer.max_epochs", "e.g. trainer.max_epochs=3")
     precision = OmegaConf.select(cfg, "trainer.precision")

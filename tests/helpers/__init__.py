@@ -1,5 +1,6 @@
 """Builders the tests share: tiny models and data, a quiet trainer, and a runner for the entry scripts."""
 
+from .browser import CHROMIUM, browser_check
 from .data import reviews_rows, tiny_overrides, write_csv
 from .events import events_dir
 from .models import TINY_CONFIGS, save_tiny_models
@@ -7,8 +8,10 @@ from .processes import ROOT, finish, run_script, start
 from .trainer import quiet_trainer
 
 __all__ = [
+    "CHROMIUM",
     "ROOT",
     "TINY_CONFIGS",
+    "browser_check",
     "events_dir",
     "finish",
     "quiet_trainer",

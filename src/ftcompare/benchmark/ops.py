@@ -22,6 +22,7 @@ from ftcompare.benchmark.loops import Bench, in_first_stage
 from ftcompare.builders import build_module
 
 Batch = dict[str, torch.Tensor]
+MATMULS = ("aten::mm", "aten::addmm", "aten::bmm")
 
 
 def _step_fn(bench: Bench, strategy: str) -> Callable[[Batch], None]:
@@ -73,11 +74,13 @@ def run_ops(bench: Bench, warmup: int, steps: int, rows: int = 20) -> str:
     for strategy in bench.strategies:
         walls[strategy], columns[strategy] = op_times(bench, strategy, batches, warmup)
     table = pd.DataFrame(columns).fillna(0.0)
+    matmul_share = table.loc[table.index.intersection(MATMULS)].sum() / table.sum()
     table = table.loc[table.max(axis=1).sort_values(ascending=False).index[:rows]]
     table.loc["step, without the profiler"] = pd.Series(walls)
     first = bench.strategies[0]
     lengths = [b["input_ids"].shape[1] for b in batches[warmup:]]
     ratios = ", ".join(f"{s} {walls[s] / walls[first]:.2f}x" for s in bench.strategies[1:])
+    floors = ", ".join(f"{s} {matmul_share[s]:.0%} ({matmul_share[s] * walls[s]:.0f} ms)" for s in bench.strategies)
     cfg = bench.base_cfg
     overrides = " ".join(bench.overrides) or "none"
     return (
@@ -85,4 +88,6 @@ def run_ops(bench: Bench, warmup: int, steps: int, rows: int = 20) -> str:
         f"strategy (lengths {lengths}): batch {cfg.data.batch_size}, max_length {cfg.data.max_length}, precision "
         f"{cfg.trainer.precision}, {torch.get_num_threads()} threads. Overrides: {overrides}.\n\n"
         f"{table.round(1).to_markdown()}\n\nStep time against {first}: {ratios or 'one strategy'}.\n"
+        f"Matmuls ({', '.join(MATMULS)}) in the profiled self time: {floors}: the step's time if nothing else "
+        "took any.\n"
     )

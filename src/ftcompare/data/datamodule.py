@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
 from datasets.fingerprint import Hasher
@@ -27,6 +28,7 @@ from ftcompare.models import load_pretrained
 log = logging.getLogger(__name__)
 _DATA_FIX = "a UTF-8 CSV with a header row, a text and a label column and one example per row (or JSON lines, Parquet)"
 _READERS = ("pandas", "pyarrow", "json", "datasets")
+EXAMPLE = "example"  # the batch key of each row's index in its split
 _FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
@@ -61,6 +63,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         test_split: str | None = None,
         where: dict[str, Any] | None = None,
         train_size: int = 4000,
+        train_subset: int | None = None,
         val_size: int = 1000,
         test_size: int = 1000,
         split_seed: int = 42,
@@ -186,6 +189,8 @@ class TextClassificationDataModule(L.LightningDataModule):
             _check_fits("train_size + val_size + test_size", need, len(pool), hp.pool_split)
             pool, test = self._draw(pool, hp.test_size, "test_size")
         train, val = self._draw(pool, hp.val_size, "val_size", hp.train_size)
+        if hp.train_subset is not None:
+            train = nested_subset(train, hp.train_subset)
         splits = DatasetDict(train=train, validation=val, test=test)
         for name, split in splits.items():
             labels = split.unique("labels")
@@ -235,7 +240,10 @@ class TextClassificationDataModule(L.LightningDataModule):
         if self.splits is None:
             raw = self.raw_splits()
             self.fingerprints = {name: split_fingerprint(split) for name, split in raw.items()}
-            self.splits = DatasetDict({k: self._tokenize(v) for k, v in raw.items()})
+            # `example`: each row's position in its split, carried by every batch so predictions name their examples
+            self.splits = DatasetDict(
+                {k: self._tokenize(v).add_column(EXAMPLE, list(range(len(v)))) for k, v in raw.items()}
+            )
 
     def _loader(self, split: str, **batching: Any) -> DataLoader:
         assert self.splits is not None, "call setup() first"
@@ -306,6 +314,18 @@ class TextClassificationDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.eval_loader("test")
+
+
+def nested_subset(train: Dataset, size: int) -> Dataset:
+    """`size` rows of the train split for learning curves: the first `size` of an order that interleaves the labels
+    in proportion to their counts, so smaller subsets lie inside larger ones (250 in 500 in ... in the whole split)
+    and each label's count is within one of its share. Validation and test are untouched."""
+    labels = np.asarray(train["labels"])
+    position = np.empty(len(labels))
+    for label in np.unique(labels):
+        rows = np.flatnonzero(labels == label)
+        position[rows] = (np.arange(len(rows)) + 0.5) / len(rows)  # where each row falls within its label
+    return train.select(np.sort(np.argsort(position, kind="stable")[:size]))
 
 
 def split_fingerprint(split: Dataset) -> str:

@@ -1,8 +1,5 @@
-"""The comparison report of a sweep: rows from each job's files, aggregates over seeds, a generated reading,
-plots and one HTML page. `build_report(folder).write()` writes it; a Hydra callback does so after every multirun."""
+"""The comparison report of a sweep: rows from each job's files (`records`), aggregates over seeds (`tables`),
+paired tests on the shared test examples (`paired`), a generated reading (`reading`), plots and one HTML page
+(`page`: `build_report(folder).write()`); a Hydra callback (`callback`) writes it after every multirun.
 
-from ftcompare.report.callback import ReportOnMultirunEnd
-from ftcompare.report.page import Report, build_report
-from ftcompare.report.records import collect_runs, newest_sweep
-
-__all__ = ["Report", "ReportOnMultirunEnd", "build_report", "collect_runs", "newest_sweep"]
+The package re-exports nothing: its modules import each other, never the package."""

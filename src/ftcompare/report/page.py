@@ -13,10 +13,13 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
+from ftcompare.errors import ConfigError
 from ftcompare.io import write_atomic
+from ftcompare.report.axes import axis_table, best_values, swept_values
 from ftcompare.report.baseline import baseline_table, sweep_baseline, whole_text_test
+from ftcompare.report.paired import display_paired, paired_table
 from ftcompare.report.reading import reading, search_result, sharing_caveats
-from ftcompare.report.records import SETTING, collect_runs, common_overrides, read_val_curves
+from ftcompare.report.records import CONFIG, SETTING, collect_runs, common_overrides, read_val_curves
 from ftcompare.report.tables import best_per_strategy, display_table, markdown_table, summarise
 
 # Trade-off plots: x column, axis label, log scale.
@@ -34,27 +37,44 @@ class Report:
 
     sweep_dir: Path
     runs: pd.DataFrame
+    sources: list[Path] = field(default_factory=list)  # the sweep folders merged, when more than one
     stats: pd.DataFrame = field(init=False)
     best: pd.DataFrame = field(init=False)
     sentences: list[str] = field(init=False)
     search: list[str] = field(init=False)
     baseline: dict[str, Any] | None = field(init=False)
+    paired: pd.DataFrame = field(init=False)
+    paired_notes: list[str] = field(init=False)
+    swept: pd.DataFrame = field(init=False)
 
     def __post_init__(self) -> None:
         self.stats = summarise(self.runs)
         self.best = best_per_strategy(self.stats)
         self.baseline = sweep_baseline(self.sweep_dir, self.runs[self.runs["status"] == "ok"])
-        self.sentences = reading(self.best, whole_text_test(self.baseline)) if not self.best.empty else []
+        self.paired, self.paired_notes = paired_table(self.sweep_dir, self.runs, self.best)
+        self.swept = swept_values(self.runs)
+        baseline = whole_text_test(self.baseline)
+        self.sentences = reading(self.best, baseline, self.paired) if not self.best.empty else []
         self.sentences += sharing_caveats(self.runs)
         self.search = search_result(self.sweep_dir, self.runs)
 
     def header(self) -> list[str]:
         counts = self.runs["status"].value_counts()
         runs = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "running", "failed", "interrupted", "incomplete"))
-        lines = [f"Sweep: `{self.sweep_dir}`", f"Runs: {runs}"]
-        command = _sweep_command(self.sweep_dir)
-        if command:
-            lines.append(f"Command: `{command}`")
+        if len(self.sources) > 1:
+            lines = [f"Merged from {len(self.sources)} sweeps, written to `{self.sweep_dir}`", f"Runs: {runs}"]
+            for source, group in self.runs.groupby("sweep", sort=False):
+                command = _sweep_command(Path(source))
+                lines.append(f"`{source}`: {len(group)} runs" + (f", `{command}`" if command else ""))
+            repeated = self.runs[self.runs.duplicated([*SETTING, *CONFIG, "seed"], keep=False)]
+            if not repeated.empty:
+                lines.append(f"{len(repeated)} runs share their settings and seed with a run of another sweep:"
+                             " each counts as a run of its own")  # fmt: skip
+        else:
+            lines = [f"Sweep: `{self.sweep_dir}`", f"Runs: {runs}"]
+            command = _sweep_command(self.sweep_dir)
+            if command:
+                lines.append(f"Command: `{command}`")
         shared = common_overrides(self.runs)
         if shared:
             lines.append("Overrides shared by every run: " + ", ".join(f"`{o}`" for o in shared))
@@ -84,6 +104,14 @@ class Report:
                 ),
                 ("Reading", self.sentences),
             ]
+            if not self.paired.empty or self.paired_notes:
+                title = "Paired comparison on the shared test examples (best configurations; bootstrap, McNemar)"
+                parts.append((title, display_paired(self.paired) if not self.paired.empty else self.paired_notes))
+                if not self.paired.empty and self.paired_notes:
+                    parts.append(("Not paired", self.paired_notes))
+        if not self.swept.empty:
+            title = f"Swept settings ({', '.join(self.swept.columns)}): the values validation picks per strategy"
+            parts.append((title, best_values(self.runs, self.swept)))
         if self.baseline:
             parts.append(("Baseline on the same split (`baselines.py`)", baseline_table(self.baseline)))
         if self.search:
@@ -105,19 +133,22 @@ class Report:
 
     def html(self, images: Sequence[Path]) -> str:
         def table(df: pd.DataFrame) -> str:
-            return df.to_html(index=False, border=0, classes="t", na_rep="–")
+            return df.to_html(index=False, border=0, classes="t", na_rep="–", float_format=_number)
 
         body = [f"<h1>Fine-tuning strategy comparison</h1><ul>{_li(self.header())}</ul>"]
         for title, content in self.sections():
             if isinstance(content, pd.DataFrame):
                 rendered = table(content)
             else:
-                rendered = f"<p>{html.escape(content)}</p>" if isinstance(content, str) else f"<ul>{_li(content)}</ul>"
-            body.append(f"<h2>{html.escape(title)}</h2>{rendered}")
+                rendered = f"<p>{_inline(content)}</p>" if isinstance(content, str) else f"<ul>{_li(content)}</ul>"
+            body.append(f"<h2>{_inline(title)}</h2>{rendered}")
         for image in images:
             data = base64.b64encode(image.read_bytes()).decode()
             body.append(f'<figure><img alt="{image.stem}" src="data:image/png;base64,{data}"></figure>')
-        body.append(f"<h2>All runs</h2>{table(self.runs.drop(columns=['variant']))}")
+        runs = self.runs.drop(columns=["variant"])
+        for column in ("started", "ended"):  # seconds since the epoch, as a reader reads a time
+            runs[column] = pd.to_datetime(runs[column], unit="s", utc=True).dt.strftime("%Y-%m-%d %H:%M:%S UTC")
+        body.append(f"<h2>All runs</h2>{table(runs)}")
         style = (
             "body{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em}"
             "table.t{border-collapse:collapse;font-size:13px}.t td,.t th{padding:3px 8px;border-bottom:1px solid #ddd}"
@@ -144,6 +175,9 @@ class Report:
                 png = plots.tradeoff(self.stats, column, label, log_x)
                 name = re.sub(r"_(s|mb|mib)$", "", column)  # acc_vs_fit_time.png, acc_vs_tensor_memory.png
                 images.append(write_atomic(out / f"acc_vs_{name}.png", png))
+            for key in self.swept.columns:  # axis_data.train_size.png, axis_optimizer.lr.png
+                png = plots.axis_view(axis_table(self.runs, self.swept, key), key)
+                images.append(write_atomic(out / f"axis_{re.sub(r'[^A-Za-z0-9_.-]', '_', key)}.png", png))
             curves = read_val_curves(self.sweep_dir, self.runs)
             if not curves.empty:
                 images.append(write_atomic(out / "val_acc_per_epoch.png", plots.val_curves(curves, self.stats)))
@@ -160,8 +194,18 @@ class Report:
         return "\n".join(lines)
 
 
+def _number(value: float) -> str:
+    """A figure as a reader takes it in: 0.901, 22.5, 1e-04, 1,667."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
 def _li(items: Sequence[str]) -> str:
-    return "".join(f"<li>{html.escape(i)}</li>" for i in items)
+    return "".join(f"<li>{_inline(i)}</li>" for i in items)
+
+
+def _inline(text: str) -> str:
+    """Markdown's inline code as HTML: the same sentences read alike in summary.md and report.html."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
 
 
 def _sweep_command(sweep_dir: Path) -> str | None:
@@ -173,12 +217,20 @@ def _sweep_command(sweep_dir: Path) -> str | None:
     return " ".join(["python train.py -m", *task])
 
 
-def build_report(sweep_dir: str | Path) -> Report:
-    """Collect the runs of a sweep (or single-run) folder and build its report."""
-    sweep_dir = Path(sweep_dir)
-    runs = collect_runs(sweep_dir)
-    if runs.empty:
-        raise FileNotFoundError(
-            f"no Hydra runs (.hydra/config.yaml) under {sweep_dir}. Fix: pass a sweep folder (multirun/<date>/<time>)"
-        )
-    return Report(sweep_dir, runs)
+def build_report(*sweep_dirs: str | Path, out: str | Path | None = None) -> Report:
+    """Collect the runs of one or more sweep (or single-run) folders and build their report, written into `out`
+    (default: the one sweep folder). Several sweeps are merged: chunks of one grid, runs from other days or
+    machines; runs are grouped and paired only where their settings and test splits agree."""
+    if len(sweep_dirs) > 1 and out is None:
+        raise ConfigError("merging several sweeps needs a folder for their report. Fix: --out DIR")
+    out_dir = Path(out or sweep_dirs[0])
+    frames = []
+    for sweep_dir in map(Path, sweep_dirs):
+        runs = collect_runs(sweep_dir, relative_to=out_dir)
+        if runs.empty:
+            raise FileNotFoundError(
+                f"no Hydra runs (.hydra/config.yaml) under {sweep_dir}. Fix: pass a sweep folder "
+                "(multirun/<date>/<time>)"
+            )
+        frames.append(runs.assign(sweep=str(sweep_dir)) if len(sweep_dirs) > 1 else runs)
+    return Report(out_dir, pd.concat(frames, ignore_index=True), sources=[Path(d) for d in sweep_dirs])

@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import zlib
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ftcompare.report.axes import FIGURES
 from ftcompare.report.records import CONFIG, SETTING
 from ftcompare.report.tables import pareto_front
 
@@ -30,6 +32,20 @@ def _png(fig: Figure) -> bytes:
 
 def _err(value: float) -> float | None:
     return None if pd.isna(value) else value
+
+
+def label_offsets(xs: pd.Series, ys: pd.Series, log_x: bool = False, near: float = 0.04) -> pd.Series:
+    """Vertical offsets (points) for the points' labels: points within `near` of the axes' span of each other get
+    their labels stacked (6, 17, 28, ...), so two strategies at one place stay readable."""
+    x = np.log10(xs.astype(float)) if log_x else xs.astype(float)
+    y = ys.astype(float)
+    span_x, span_y = (x.max() - x.min()) or 1.0, (y.max() - y.min()) or 1.0
+    offsets, placed = {}, []
+    for index in xs.index:
+        stacked = sum(abs(x[index] - x[o]) < near * span_x and abs(y[index] - y[o]) < near * span_y for o in placed)
+        offsets[index] = 6 + 11 * stacked
+        placed.append(index)
+    return pd.Series(offsets)
 
 
 def tradeoff(stats: pd.DataFrame, column: str, xlabel: str, log_x: bool = False) -> bytes:
@@ -55,6 +71,7 @@ def tradeoff(stats: pd.DataFrame, column: str, xlabel: str, log_x: bool = False)
             xs = (row[f"{low}_mean"], row[f"{column}_mean"])
             ax.plot(xs, [row["test_acc_mean"]] * 2, color=_color(row["strategy"]), linewidth=4, alpha=0.3)
     seen: set[str] = set()
+    offsets = label_offsets(stats[f"{column}_mean"], stats["test_acc_mean"], log_x)
     for index, row in stats.iterrows():
         ax.errorbar(
             row[f"{column}_mean"],
@@ -69,7 +86,7 @@ def tradeoff(stats: pd.DataFrame, column: str, xlabel: str, log_x: bool = False)
         seen.add(row["strategy"])
         if len(stats) <= MAX_LABELS or on_front[index]:  # a big sweep labels its front only; colours say the rest
             xy = (row[f"{column}_mean"], row["test_acc_mean"])
-            ax.annotate(row["label"], xy, textcoords="offset points", xytext=(6, 6), fontsize=8)
+            ax.annotate(row["label"], xy, textcoords="offset points", xytext=(6, offsets[index]), fontsize=8)
     if log_x:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel + (" (log scale)" if log_x else ""))
@@ -77,7 +94,7 @@ def tradeoff(stats: pd.DataFrame, column: str, xlabel: str, log_x: bool = False)
     ax.set_title(f"Test accuracy vs {xlabel} (mean ± std over seeds)")
     ax.grid(alpha=0.3)
     ax.margins(x=0.15, y=0.1)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0, fontsize=8)  # outside: over no point
     return _png(fig)
 
 
@@ -103,5 +120,44 @@ def val_curves(curves: pd.DataFrame, stats: pd.DataFrame) -> bytes:
     ax.set_title("Validation accuracy per epoch (mean ± std over seeds)")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0, fontsize=8)  # outside: over no point
+    return _png(fig)
+
+
+def axis_view(table: pd.DataFrame, key: str) -> bytes:
+    """Accuracy, memory and fit time against one swept value (rows, one scale per row), a panel per strategy
+    (columns), a line per value of the other swept settings (one colour each in every panel), error bars over
+    seeds; the values validation picks ringed. The legend sits below the panels, over no point."""
+    strategies = list(dict.fromkeys(table["strategy"]))
+    figures = [f for f in FIGURES if table[f"{f}_mean"].notna().any()]
+    colors = {line: f"C{i % 10}" for i, line in enumerate(dict.fromkeys(table["line"]))}
+    fig = Figure(figsize=(3.6 * len(strategies), 2.8 * len(figures) + 0.6), layout="constrained")
+    grid = fig.subplots(len(figures), len(strategies), squeeze=False, sharex=True, sharey="row")
+    values = table[key]
+    log_x = bool(values.min() > 0 and values.max() / values.min() >= 10)
+    for col, strategy in enumerate(strategies):
+        rows = table[table["strategy"] == strategy]
+        for row, figure in enumerate(figures):
+            ax = grid[row][col]
+            for line, points in rows.groupby("line", sort=False):
+                points = points.sort_values(key)
+                ax.errorbar(
+                    points[key], points[f"{figure}_mean"], yerr=points[f"{figure}_std"], marker="o", capsize=3,
+                    color=colors[line], label=line,
+                )  # fmt: skip
+            if figure == "test_acc":
+                picked = rows[rows["picked"]]
+                ax.scatter(picked[key], picked["test_acc_mean"], s=180, facecolors="none", edgecolors="black",
+                           label="picked on validation")  # fmt: skip
+                ax.set_title(strategy, color=_color(strategy))
+            if log_x:
+                ax.set_xscale("log")
+            ax.grid(alpha=0.3)
+            if col == 0:
+                ax.set_ylabel(FIGURES[figure], fontsize=8)
+            if row == len(figures) - 1:
+                ax.set_xlabel(key + (" (log scale)" if log_x else ""))
+    handles = {label: handle for ax in grid[0] for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)}
+    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=min(4, len(handles)), fontsize=8)
+    fig.suptitle(f"Against {key} (mean ± std over seeds; ringed: the value validation picks)")
     return _png(fig)

@@ -28,16 +28,19 @@ _MEMORY = {
 }
 
 
-def reading(best: pd.DataFrame, baseline_test: float | None = None) -> list[str]:
+def reading(best: pd.DataFrame, baseline_test: float | None = None, paired: pd.DataFrame | None = None) -> list[str]:
     """Sentences on the trade-offs, every number taken from the best-per-strategy table; with `baseline_test`
-    (TF-IDF's test accuracy on the same split) where each strategy stands against it; a verdict last."""
+    (TF-IDF's test accuracy on the same split) where each strategy stands against it; a verdict last. With
+    `paired` (paired.paired_table) a difference is judged by the paired test on the shared test examples."""
+    paired = paired if paired is not None else pd.DataFrame(columns=["strategy", "against"])
     sentences = []
     memory = next(column for column in _MEMORY if best[f"{column}_mean"].notna().all() or column == "peak_memory_mb")
     for _, group in best.groupby(SETTING, dropna=False, sort=False):
         group = group.set_index("strategy")
         reference = REFERENCE if REFERENCE in group.index else group["test_acc_mean"].idxmax()
         ref = group.loc[reference]
-        prefix = f"[{ref['model']}, {ref['data']}] " if best[SETTING].drop_duplicates().shape[0] > 1 else ""
+        varying = [column for column in SETTING if best[column].nunique(dropna=False) > 1]
+        prefix = f"[{', '.join(str(ref[column]) for column in varying)}] " if varying else ""
         if "(" in ref["split"]:  # marked by records._split_label
             sliced = ref["split"].split("(", 1)[1].rstrip(")")
             sentences.append(
@@ -47,14 +50,8 @@ def reading(best: pd.DataFrame, baseline_test: float | None = None) -> list[str]
         for name, row in group.iterrows():
             if name == reference:
                 continue
-            diff = row["test_acc_mean"] - ref["test_acc_mean"]
-            se = math.hypot(_se(row), _se(ref))
-            noise = (
-                f"the difference ({diff:+.3f}) is within two standard errors over seeds"
-                if not math.isnan(se) and abs(diff) <= 2 * se
-                else f"a difference of {diff:+.3f}"
-                + (" from one seed each, no spread to judge it by" if math.isnan(se) else f", two SE {2 * se:.3f}")
-            )
+            test = _paired(paired, name, reference)
+            noise = _paired_clause(test) if test is not None else _spread_clause(row, ref)
             sentences.append(
                 f"{prefix}{name} reaches {_pct(row['test_acc_mean'], ref['test_acc_mean'])} of {reference}'s test"
                 f" accuracy ({row['test_acc_mean']:.3f} vs {ref['test_acc_mean']:.3f}; {noise}) with"
@@ -80,18 +77,56 @@ def reading(best: pd.DataFrame, baseline_test: float | None = None) -> list[str]
                 f"against TF-IDF + logistic regression on the same split (test {baseline_test:.3f}, whole review): "
                 f"{above}."
             )
-        sentences.append(f"{prefix}{_verdict(group, memory)}")
+        sentences.append(f"{prefix}{_verdict(group, memory, paired)}")
     return sentences
 
 
-def _verdict(group: pd.DataFrame, memory: str) -> str:
-    """The most accurate strategy, and the leanest and the quickest of those within reach of it: two standard
-    errors over seeds, at least 0.01."""
-    top = group["test_acc_mean"].idxmax()
-    se = _se(group.loc[top])
-    reach = 0.01 if math.isnan(se) else max(0.01, 2 * se)
-    close = group[group["test_acc_mean"] >= group.loc[top, "test_acc_mean"] - reach]
-    parts = [f"verdict: most accurate {top} ({group.loc[top, 'test_acc_mean']:.3f})"]
+def _paired(paired: pd.DataFrame, name: str, other: str) -> pd.Series | None:
+    """The paired test of `name` against `other`, if the table has it."""
+    rows = paired[(paired["strategy"] == name) & paired["against"].str.startswith(f"{other} (")]
+    return rows.iloc[0] if not rows.empty else None
+
+
+def _paired_clause(test: pd.Series) -> str:
+    return (
+        f"paired on {test['examples']} test examples x {test['seeds']} seed(s): {test['difference']:+.3f},"
+        f" 95% interval [{test['low']:+.3f}, {test['high']:+.3f}]: {test['reading']}"
+    )
+
+
+def _spread_clause(row: pd.Series, ref: pd.Series) -> str:
+    """Without per-example predictions: the difference against two standard errors over seeds."""
+    diff = row["test_acc_mean"] - ref["test_acc_mean"]
+    se = math.hypot(_se(row), _se(ref))
+    if not math.isnan(se) and abs(diff) <= 2 * se:
+        return f"the difference ({diff:+.3f}) is within two standard errors over seeds"
+    spread = " from one seed each, no spread to judge it by" if math.isnan(se) else f", two SE {2 * se:.3f}"
+    return f"a difference of {diff:+.3f}{spread}"
+
+
+def _verdict(group: pd.DataFrame, memory: str, paired: pd.DataFrame) -> str:
+    """The best strategy, and the leanest and the quickest of those level with it. With paired tests: the best
+    on validation, and level means the paired interval against it includes 0. Without: the most accurate on
+    test, and level means within two standard errors over seeds, at least 0.01."""
+    best_val = group["val_acc_mean"].idxmax()
+    tests = {name: _paired(paired, name, best_val) for name in group.index if name != best_val}
+    if all(t is not None for t in tests.values()) and tests:
+        top = best_val
+        close = group.loc[[top, *(n for n, t in tests.items() if t["reading"] != "behind")]]
+        parts = [f"verdict: best on validation {top} (test {group.loc[top, 'test_acc_mean']:.3f})"]
+        level = [n for n, t in tests.items() if t["reading"] == "level"]
+        ahead = [n for n, t in tests.items() if t["reading"] == "ahead"]
+        parts.append(f"level with it on the paired test: {', '.join(level) or 'none'}")
+        if ahead:
+            parts.append(f"ahead of it on test: {', '.join(ahead)}")
+        reach = "not behind it on the paired test counts as close"
+    else:
+        top = group["test_acc_mean"].idxmax()
+        se = _se(group.loc[top])
+        margin = 0.01 if math.isnan(se) else max(0.01, 2 * se)
+        close = group[group["test_acc_mean"] >= group.loc[top, "test_acc_mean"] - margin]
+        parts = [f"verdict: most accurate {top} ({group.loc[top, 'test_acc_mean']:.3f})"]
+        reach = f"within {margin:.3f} of the best counts as close"
     for column, need in ((f"{memory}_mean", "memory"), ("fit_time_s_mean", "time")):
         pick = close[column].idxmin()
         if pick != top:
@@ -99,7 +134,7 @@ def _verdict(group: pd.DataFrame, memory: str) -> str:
                 f"if {need} matters, {pick} ({close.loc[pick, 'test_acc_mean']:.3f}, {close.loc[pick, column]:,.0f}"
                 f" vs {group.loc[top, column]:,.0f} {_unit(column)})"
             )
-    return "; ".join(parts) + f" (within {reach:.3f} of the best counts as close)."
+    return "; ".join(parts) + f" ({reach})."
 
 
 def sharing_caveats(runs: pd.DataFrame) -> list[str]:

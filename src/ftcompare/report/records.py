@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ CONFIG = ["strategy", "lr", "batch_size", "max_epochs", "variant"]
 OWN_COLUMNS = {
     *("seed", "strategy", "optimizer.lr", "lr_multiplier", "data.batch_size", "trainer.max_epochs"),
     *("model", "model.name_or_path", "data", "data.max_length", "data.split_seed"),
-    *("data.train_size", "data.val_size", "data.test_size"),
+    *("data.train_size", "data.train_subset", "data.val_size", "data.test_size"),
 }
 # Config choices that shape a whole sweep rather than one run: not part of a run's configuration.
 # Below this many test examples one example moves accuracy by more than 0.5 points: a look, not a comparison.
@@ -63,15 +64,18 @@ def _model_name(cfg: DictConfig, choice: str | None) -> str:
 
 
 def _split_label(cfg: DictConfig) -> str:
-    """`train/val/test seed S`, marked when the run was sliced for a look: it trained or evaluated only part of
-    the splits (debug limits), or its test split is too small to tell strategies apart."""
+    """`train/val/test seed S` (`, train subset N` for a learning curve's point), marked when the run was sliced
+    for a look: it trained or evaluated only part of the splits (debug limits), or its test split is too small to
+    tell strategies apart."""
     sizes = "/".join(str(_select(cfg, f"data.{k}_size")) for k in ("train", "val", "test"))
     limited = _select(cfg, "trainer.fast_dev_run") or any(
         _select(cfg, f"trainer.limit_{k}_batches") not in (None, 1.0) for k in ("train", "val", "test")
     )
     small = (_select(cfg, "data.test_size") or 0) < MIN_TEST_SIZE
     mark = " (limited batches)" if limited else f" (test split under {MIN_TEST_SIZE})" if small else ""
-    return f"{sizes} seed {_select(cfg, 'data.split_seed')}{mark}"
+    subset = _select(cfg, "data.train_subset")
+    trained = f", train subset {subset}" if subset is not None else ""
+    return f"{sizes} seed {_select(cfg, 'data.split_seed')}{trained}{mark}"
 
 
 def _failure(job_dir: Path) -> tuple[str, str]:
@@ -93,8 +97,9 @@ def _failure(job_dir: Path) -> tuple[str, str]:
     return "incomplete", "no metrics.json and no error logged: killed (kill -9, power cut) or never started"
 
 
-def collect_runs(sweep_dir: Path) -> pd.DataFrame:
-    """One row per Hydra job under `sweep_dir` (ok, failed or incomplete), in job order."""
+def collect_runs(sweep_dir: Path, relative_to: Path | None = None) -> pd.DataFrame:
+    """One row per Hydra job under `sweep_dir` (ok, failed or incomplete), in job order; `dir` is the job's
+    folder relative to `relative_to` (default: the sweep folder), where the report is written."""
     register_resolvers()  # the run configs use ${ftc.*:} interpolations
     rows = []
     for config_file in sorted(Path(sweep_dir).rglob(".hydra/config.yaml")):
@@ -119,10 +124,11 @@ def collect_runs(sweep_dir: Path) -> pd.DataFrame:
             "epochs_run": None,
             **dict.fromkeys(MEASURED),
             "device": None,
+            "test_fingerprint": None,  # which test examples: runs are paired only on the same ones
             **dict.fromkeys(PROCESS),
             "overrides": shlex.join(overrides),  # as typed on the command line, quoted where a shell needs it
             "error": "",
-            "dir": str(job_dir.relative_to(sweep_dir)),
+            "dir": os.path.relpath(job_dir, relative_to or sweep_dir),
         }
         metrics_file = job_dir / "metrics.json"
         if metrics_file.is_file():
@@ -130,6 +136,7 @@ def collect_runs(sweep_dir: Path) -> pd.DataFrame:
             hparams = record["hparams"]
             row.update(lr=hparams["lr"], precision=hparams["precision"])
             row.update(epochs_run=record["epochs_run"], device=record["device"])
+            row["test_fingerprint"] = record.get("provenance", {}).get("split_fingerprints", {}).get("test")
             row.update({key: record.get("process", {}).get(key) for key in PROCESS})
             for column, (section, key) in MEASURED.items():
                 row[column] = record[section].get(key)

@@ -20,6 +20,7 @@ from torchmetrics import AUROC, Accuracy, F1Score, MaxMetric, MetricCollection
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, get_linear_schedule_with_warmup
 
 from ftcompare.checkpointing import CheckpointContents
+from ftcompare.data.datamodule import EXAMPLE
 from ftcompare.errors import TrainingDiverged
 from ftcompare.models import load_model
 
@@ -31,8 +32,8 @@ def linear_warmup_decay(optimizer: Optimizer, num_training_steps: int, warmup_ra
 
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A batch without its labels: what the model takes."""
-    return {k: v for k, v in batch.items() if k != "labels"}
+    """A batch without its labels and example indices: what the model takes."""
+    return {k: v for k, v in batch.items() if k not in ("labels", EXAMPLE)}
 
 
 class FineTuningStrategy(L.LightningModule):
@@ -68,6 +69,9 @@ class FineTuningStrategy(L.LightningModule):
         self.val_acc_best.persistent(True)  # in checkpoints: a resumed run knows its best epoch so far
         self.checkpoint_contents = CheckpointContents(self.model_cfg["name_or_path"], self.saves_trainable_only)
         self.validated_at_step: int | None = None  # the step of the last validation (not the sanity check)
+        # per split, the last evaluation's examples: index in the split, label and class probabilities, by index
+        self.predictions: dict[str, dict[str, list]] = {}
+        self._scored: list[tuple[torch.Tensor, ...]] = []
 
     @classmethod
     def check_config(cls, cfg: DictConfig) -> None:
@@ -166,6 +170,8 @@ class FineTuningStrategy(L.LightningModule):
         logits = self(batch)
         loss = F.cross_entropy(logits.float(), batch["labels"])
         metrics.update(self._scores(logits), batch["labels"])
+        probs = logits.detach().float().softmax(-1)
+        self._scored.append((batch[EXAMPLE].cpu(), batch["labels"].cpu(), probs.cpu()))
         self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=stage == "val", batch_size=len(logits), sync_dist=True)
         # how many examples the figures rest on (a sliced run scores fewer than the split holds)
         self.log(f"{stage}/examples", float(len(logits)), on_epoch=True, reduce_fx="sum", sync_dist=True)
@@ -176,8 +182,33 @@ class FineTuningStrategy(L.LightningModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, self.test_metrics, "test")
 
+    def on_validation_epoch_start(self) -> None:
+        self._scored = []
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def _collect_predictions(self, split: str) -> None:
+        """The epoch's scored examples, from every DDP process, sorted by their index in the split."""
+        scored = [torch.cat(parts) for parts in zip(*self._scored, strict=True)] if self._scored else []
+        self._scored = []
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            shares: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(shares, scored)
+            scored = [torch.cat(parts) for parts in zip(*(s for s in shares if s), strict=True)]
+        if not scored:
+            return
+        example, label, probs = scored
+        order = example.argsort()
+        self.predictions[split] = {
+            "example": example[order].tolist(),
+            "label": label[order].tolist(),
+            "probs": probs[order].tolist(),
+        }
+
     # torchmetrics' compute() already gathers all DDP processes' states; sync_dist=True only tells Lightning so
     def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._collect_predictions("validation")
         values = self.val_metrics.compute()
         self.val_metrics.reset()
         self.log_dict(values, prog_bar=False, sync_dist=True)
@@ -187,16 +218,21 @@ class FineTuningStrategy(L.LightningModule):
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
+        self._collect_predictions("test")
         self.log_dict(self.test_metrics.compute(), sync_dist=True)
         self.test_metrics.reset()
 
     # -- checkpoints (see checkpointing.py) ------------------------------------------------------------
     def last_validation(self) -> dict[str, Any] | None:
-        """The `val/*` epoch metrics of the last validation and its step; None before the first."""
+        """The `val/*` epoch metrics of the last validation, its predictions and its step; None before the first."""
         if self.validated_at_step is None:
             return None
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
-        return {"global_step": self.validated_at_step, "metrics": metrics}
+        return {
+            "global_step": self.validated_at_step,
+            "metrics": metrics,
+            "predictions": self.predictions.get("validation"),
+        }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.checkpoint_contents.save(self, checkpoint, self.last_validation())

@@ -1,0 +1,86 @@
+"""Views of a sweep's axes: every swept numeric setting drawn per strategy, the values validation picks."""
+
+from __future__ import annotations
+
+import itertools
+
+import pandas as pd
+import pytest
+
+from ftcompare.report.axes import axis_table, best_values, swept_values
+from ftcompare.report.page import Report
+from ftcompare.report.records import MEASURED, PROCESS
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def grid_runs() -> pd.DataFrame:
+    """full and lora x two learning rates x two batch sizes x two seeds; lora is best at its higher rate and
+    batch 16 on validation, full at its lower rate and batch 32. Memory grows with the batch."""
+    rows = []
+    for job, (strategy, lr, batch, seed) in enumerate(
+        itertools.product(("full", "lora"), (1e-4, 1e-3), (16, 32), (0, 1))
+    ):
+        good = (strategy, lr, batch) in {("full", 1e-4, 32), ("lora", 1e-3, 16)}
+        val = 0.9 if good else 0.85
+        rows.append(
+            {
+                **dict.fromkeys(MEASURED, 1.0),
+                **dict.fromkeys(PROCESS),
+                "job": job,
+                "status": "ok",
+                "strategy": strategy,
+                "model": "m",
+                "data": "imdb",
+                "split": "4000/1000/1000 seed 42",
+                "max_length": 256,
+                "precision": "bf16-mixed",
+                "lr": lr,
+                "batch_size": batch,
+                "max_epochs": 3,
+                "seed": seed,
+                "epochs_run": 3,
+                "device": "cpu",
+                "test_fingerprint": None,
+                "overrides": f"strategy={strategy} optimizer.lr={lr} +data.batch_size={batch} seed={seed}",
+                "error": "",
+                "dir": f"{job}",
+                "variant": "",
+                "val_acc": val + 0.001 * seed,
+                "test_acc": val - 0.01 + 0.002 * seed,
+                "tensor_memory_mib": 10.0 * batch * (2 if strategy == "full" else 1),
+                "fit_time_s": 100.0 + batch,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def test_swept_numeric_settings_are_the_axes_and_seed_and_strategy_are_not():
+    runs = grid_runs()
+    swept = swept_values(runs)
+    assert sorted(swept.columns) == ["data.batch_size", "optimizer.lr"]  # `+` of an appended key dropped
+    assert swept_values(runs.assign(overrides="strategy=full seed=0")).empty
+
+
+def test_the_axis_table_averages_seeds_per_line_and_rings_the_validation_pick():
+    runs = grid_runs()
+    table = axis_table(runs, swept_values(runs), "optimizer.lr")
+    assert len(table) == 8 and set(table["seeds"]) == {2}  # 2 strategies x 2 batch sizes x 2 rates
+    assert set(table["line"]) == {"data.batch_size=16", "data.batch_size=32"}
+    picked = table[table["picked"]].set_index("strategy")
+    assert picked.loc["full", "optimizer.lr"] == 1e-4 and picked.loc["full", "data.batch_size"] == 32
+    assert picked.loc["lora", "optimizer.lr"] == 1e-3 and picked.loc["lora", "data.batch_size"] == 16
+    assert table.loc[table["picked"], "test_acc_mean"].tolist() == pytest.approx([0.891, 0.891])
+    best = best_values(runs, swept_values(runs)).set_index("strategy")
+    assert best.loc["lora", "optimizer.lr"] == 1e-3 and best.loc["full", "data.batch_size"] == 32
+    assert best.loc["full", "mean val acc"] == pytest.approx(0.9005)
+
+
+def test_the_report_draws_one_view_per_axis(tmp_path):
+    report = Report(tmp_path, grid_runs())
+    written = {p.name for p in report.write()}
+    assert {"axis_optimizer.lr.png", "axis_data.batch_size.png"} <= written
+    for name in ("axis_optimizer.lr.png", "axis_data.batch_size.png"):
+        assert (tmp_path / name).read_bytes().startswith(PNG_MAGIC)
+    summary = (tmp_path / "summary.md").read_text()
+    assert "## Swept settings (data.batch_size, optimizer.lr): the values validation picks per strategy" in summary
