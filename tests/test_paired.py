@@ -65,12 +65,14 @@ def _write_run(root, name: str, right: pd.Series) -> None:
     frame.to_csv(folder / PREDICTIONS_FILE, index=False)
 
 
-def _sweep(tmp_path, tables: dict[str, pd.DataFrame], fingerprints: dict[str, str] | None = None) -> pd.DataFrame:
+def _sweep(
+    tmp_path, tables: dict[str, pd.DataFrame], fingerprints: dict[str, str] | None = None, subset: int | None = None
+) -> pd.DataFrame:
     """Run folders with predictions.csv for each strategy and seed, and their results rows."""
     rows = []
     for strategy, table in tables.items():
         for seed in table.columns:
-            name = f"{strategy}_{seed}"
+            name = f"{strategy}_{seed}" + (f"_{subset}" if subset else "")
             _write_run(tmp_path, name, table[seed])
             accuracy = float(table[seed].mean())
             rows.append(
@@ -79,7 +81,7 @@ def _sweep(tmp_path, tables: dict[str, pd.DataFrame], fingerprints: dict[str, st
                     "status": "ok",
                     "model": "m",
                     "data": "imdb",
-                    "split": "4000/1000/400 seed 42",
+                    "split": "4000/1000/400 seed 42" + (f", train subset {subset}" if subset else ""),
                     "max_length": 256,
                     "strategy": strategy,
                     "lr": 1e-4,
@@ -129,3 +131,26 @@ def test_runs_on_different_test_splits_or_without_predictions_are_not_paired(tmp
     runs["test_fingerprint"] = TEST
     table, notes = paired_table(tmp_path, runs, best_per_strategy(summarise(runs)))
     assert table.empty and notes[0].startswith("no per-example predictions (predictions.csv) for lora")
+
+
+def test_each_setting_is_read_from_its_own_paired_test(tmp_path):
+    """Learning-curve points (one setting each): frozen is behind LoRA with 4000 reviews and level with 250."""
+    hard = np.arange(N) < 40
+    lora = _correctness(0.97, 1, 1, hard)
+    frozen = lora.copy()
+    frozen.iloc[40:120] = False
+    runs = pd.concat(
+        [
+            _sweep(tmp_path, {"lora": lora, "frozen": frozen}, subset=4000),
+            _sweep(tmp_path, {"lora": lora, "frozen": lora}, subset=250),
+        ],
+        ignore_index=True,
+    )
+    best = best_per_strategy(summarise(runs))
+    table, _ = paired_table(tmp_path, runs, best)
+    assert sorted(table["reading"]) == ["behind", "level"]
+    sentences = reading(best, paired=table)
+    compared = {s.split("]")[0]: s for s in sentences if " reaches " in s}  # one per setting: two strategies
+    assert ": behind)" in compared["[4000/1000/400 seed 42, train subset 4000"]
+    assert ": level)" in compared["[4000/1000/400 seed 42, train subset 250"]
+    assert list(display_paired(table).columns)[:2] == ["split", "strategy"]

@@ -25,7 +25,7 @@ from ftcompare import CONF_DIR
 from ftcompare.benchmark.clock import LightningTicks, StepClock, TrainerTicks, achieved_flops, memory_from_here
 from ftcompare.builders import build_datamodule, build_module, build_trainer
 from ftcompare.callbacks import TrainingMemory
-from ftcompare.report.reading import REFERENCE  # full fine-tuning: every weight trains, so MFU is defined
+from ftcompare.report.paired import REFERENCE  # full fine-tuning: every weight trains, so MFU is defined
 from ftcompare.resolvers import register_resolvers
 from ftcompare.strategies import FineTuningStrategy, strategy_class
 

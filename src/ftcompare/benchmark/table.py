@@ -11,7 +11,7 @@ import pandas as pd
 import psutil
 import torch
 
-from ftcompare.report.reading import REFERENCE
+from ftcompare.report.paired import REFERENCE
 from ftcompare.resolvers import embedded_model_path
 
 

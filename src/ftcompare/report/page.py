@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import re
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,12 +210,14 @@ def _inline(text: str) -> str:
 
 
 def _sweep_command(sweep_dir: Path) -> str | None:
-    """`python train.py -m ...` as the sweep was launched, from Hydra's multirun.yaml."""
+    """`python train.py -m ...` as the sweep was launched, from Hydra's multirun.yaml: the overrides of its runs and
+    those of the sweeper's own lists (`hydra.sweeper.params.seed=0`, which narrow an experiment)."""
     multirun = sweep_dir / "multirun.yaml"
     if not multirun.is_file():
         return None
-    task = OmegaConf.load(multirun).hydra.overrides.task
-    return " ".join(["python train.py -m", *task])
+    overrides = OmegaConf.load(multirun).hydra.overrides
+    sweeper = [o for o in overrides.hydra if o.startswith("hydra.sweeper.params.")]
+    return " ".join(["python train.py -m", *overrides.task, *(shlex.quote(o) for o in sweeper)])
 
 
 def build_report(*sweep_dirs: str | Path, out: str | Path | None = None) -> Report:

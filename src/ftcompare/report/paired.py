@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 
 from ftcompare.per_example import correct_by_example
-from ftcompare.report.reading import REFERENCE
 from ftcompare.report.records import CONFIG, SETTING
 
+REFERENCE = "full"  # the strategy the others are compared with (else the best on validation)
 BOOTSTRAP_DRAWS = 2000
 CONFIDENCE = 0.95
-COLUMNS = ["strategy", "against", "seeds", "examples", "difference", "low", "high", "reading", "mcnemar_p"]
+COLUMNS = [*SETTING, "strategy", "against", "seeds", "examples", "difference", "low", "high", "reading", "mcnemar_p"]
 
 
 def mcnemar_exact(a_only: int, b_only: int) -> float:
@@ -120,14 +120,24 @@ def paired_table(sweep_dir: Path, runs: pd.DataFrame, best: pd.DataFrame) -> tup
                     continue
                 result = compare(tables[name], tables[other])
                 if result is not None:
-                    rows.append({"strategy": name, "against": f"{other} ({role})", **result})
+                    rows.append(
+                        {
+                            **dict(zip(SETTING, setting, strict=True)),
+                            "strategy": name,
+                            "against": f"{other} ({role})",
+                            **result,
+                        }
+                    )
     return pd.DataFrame(rows, columns=COLUMNS), notes
 
 
 def display_paired(table: pd.DataFrame) -> pd.DataFrame:
-    """The paired table as shown: the difference with its interval, McNemar per seed, rounded."""
+    """The paired table as shown: the settings that differ, the difference with its interval, McNemar per seed,
+    rounded."""
+    varying = [column for column in SETTING if table[column].nunique(dropna=False) > 1]
     return pd.DataFrame(
         {
+            **{column: table[column] for column in varying},
             "strategy": table["strategy"],
             "against": table["against"],
             "test acc difference": table["difference"].map(lambda d: f"{d:+.3f}"),

@@ -134,6 +134,7 @@ def axis_view(table: pd.DataFrame, key: str) -> bytes:
     fig = Figure(figsize=(3.6 * len(strategies), 2.8 * len(figures) + 0.6), layout="constrained")
     grid = fig.subplots(len(figures), len(strategies), squeeze=False, sharex=True, sharey="row")
     values = table[key]
+    ticks = sorted(values.unique())
     log_x = bool(values.min() > 0 and values.max() / values.min() >= 10)
     for col, strategy in enumerate(strategies):
         rows = table[table["strategy"] == strategy]
@@ -152,6 +153,8 @@ def axis_view(table: pd.DataFrame, key: str) -> bytes:
                 ax.set_title(strategy, color=_color(strategy))
             if log_x:
                 ax.set_xscale("log")
+                ax.minorticks_off()
+            ax.set_xticks(ticks, labels=[f"{v:g}" for v in ticks], fontsize=8)  # the swept values, nothing between
             ax.grid(alpha=0.3)
             if col == 0:
                 ax.set_ylabel(FIGURES[figure], fontsize=8)

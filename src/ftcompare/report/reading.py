@@ -9,11 +9,10 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from ftcompare.report.paired import COLUMNS, REFERENCE
 from ftcompare.report.records import SETTING, parse_overrides
 from ftcompare.report.tables import pareto_front
 from ftcompare.resume import command_overrides
-
-REFERENCE = "full"  # the strategy the others are compared with (else the most accurate)
 
 
 def _pct(part: float, whole: float) -> str:
@@ -32,13 +31,14 @@ def reading(best: pd.DataFrame, baseline_test: float | None = None, paired: pd.D
     """Sentences on the trade-offs, every number taken from the best-per-strategy table; with `baseline_test`
     (TF-IDF's test accuracy on the same split) where each strategy stands against it; a verdict last. With
     `paired` (paired.paired_table) a difference is judged by the paired test on the shared test examples."""
-    paired = paired if paired is not None else pd.DataFrame(columns=["strategy", "against"])
+    paired = paired if paired is not None else pd.DataFrame(columns=COLUMNS)
     sentences = []
     memory = next(column for column in _MEMORY if best[f"{column}_mean"].notna().all() or column == "peak_memory_mb")
     for _, group in best.groupby(SETTING, dropna=False, sort=False):
         group = group.set_index("strategy")
-        reference = REFERENCE if REFERENCE in group.index else group["test_acc_mean"].idxmax()
+        reference = REFERENCE if REFERENCE in group.index else group["val_acc_mean"].idxmax()  # chosen on validation
         ref = group.loc[reference]
+        here = paired[(paired[SETTING] == ref[SETTING]).all(axis=1)]  # the tests of this setting's runs
         varying = [column for column in SETTING if best[column].nunique(dropna=False) > 1]
         prefix = f"[{', '.join(str(ref[column]) for column in varying)}] " if varying else ""
         if "(" in ref["split"]:  # marked by records._split_label
@@ -50,7 +50,7 @@ def reading(best: pd.DataFrame, baseline_test: float | None = None, paired: pd.D
         for name, row in group.iterrows():
             if name == reference:
                 continue
-            test = _paired(paired, name, reference)
+            test = _paired(here, name, reference)
             noise = _paired_clause(test) if test is not None else _spread_clause(row, ref)
             sentences.append(
                 f"{prefix}{name} reaches {_pct(row['test_acc_mean'], ref['test_acc_mean'])} of {reference}'s test"
@@ -77,7 +77,7 @@ def reading(best: pd.DataFrame, baseline_test: float | None = None, paired: pd.D
                 f"against TF-IDF + logistic regression on the same split (test {baseline_test:.3f}, whole review): "
                 f"{above}."
             )
-        sentences.append(f"{prefix}{_verdict(group, memory, paired)}")
+        sentences.append(f"{prefix}{_verdict(group, memory, here)}")
     return sentences
 
 
