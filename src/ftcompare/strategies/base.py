@@ -146,8 +146,8 @@ class FineTuningStrategy(L.LightningModule):
             nn.utils.clip_grad_norm_(params, gradient_clip_val)
 
     # -- steps ---------------------------------------------------------------------------------------
-    def _scores(self, logits: torch.Tensor) -> torch.Tensor:
-        probs = logits.float().softmax(-1)
+    def _scores(self, probs: torch.Tensor) -> torch.Tensor:
+        """What the metrics take from the class probabilities: the positive class's alone for two labels."""
         return probs[:, 1] if len(self.label_names) == 2 else probs
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -160,7 +160,7 @@ class FineTuningStrategy(L.LightningModule):
                 f"diverged and was stopped. Fix: a lower optimizer.lr (this run: {lr:g}), "
                 "gradient clipping on (trainer.gradient_clip_val=1.0, the default) or trainer.precision=32-true"
             )
-        self.train_acc(self._scores(logits), batch["labels"])
+        self.train_acc(self._scores(logits.detach().float().softmax(-1)), batch["labels"])
         # sync_dist: under DDP the mean over all processes' batches (a no-op on one device)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(logits), sync_dist=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(logits))
@@ -169,8 +169,8 @@ class FineTuningStrategy(L.LightningModule):
     def _eval_step(self, batch: dict[str, torch.Tensor], metrics: MetricCollection, stage: str) -> None:
         logits = self(batch)
         loss = F.cross_entropy(logits.float(), batch["labels"])
-        metrics.update(self._scores(logits), batch["labels"])
-        probs = logits.detach().float().softmax(-1)
+        probs = logits.detach().float().softmax(-1)  # once: for the metrics and the per-example predictions
+        metrics.update(self._scores(probs), batch["labels"])
         self._scored.append((batch[EXAMPLE].cpu(), batch["labels"].cpu(), probs.cpu()))
         self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=stage == "val", batch_size=len(logits), sync_dist=True)
         # how many examples the figures rest on (a sliced run scores fewer than the split holds)
