@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,26 @@ def compose_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
             return compose(config, overrides=[f"paths.output_dir={tmp_path}", *overrides])
 
     return _compose
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A single-node SLURM cluster (tests/helpers/slurm_cluster.sh) for the tests marked `slurm`; sbatch, squeue,
+    scontrol and sacct in this process and its children talk to it. Where it cannot start (not root, no
+    slurm-wlm) the tests skip, except in CI, which installs it (.ci/run) and must run them."""
+    folder = tmp_path_factory.mktemp("slurm")
+    script = ROOT / "tests" / "helpers" / "slurm_cluster.sh"
+    started = subprocess.run([script, "start", folder], capture_output=True, text=True)
+    if started.returncode != 0:
+        reason = f"no SLURM cluster: {started.stderr.strip()}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    previous = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(folder / "slurm.conf")
+    yield folder
+    subprocess.run([script, "stop", folder], check=False)
+    if previous is None:
+        os.environ.pop("SLURM_CONF")
+    else:
+        os.environ["SLURM_CONF"] = previous

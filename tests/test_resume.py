@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import events_dir, finish, start, tiny_overrides
+from helpers import SLURM_LAUNCHER, events_dir, finish, queued, start, submitted_id, tiny_overrides, wait_until
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ftcompare.errors import RunInUse
@@ -186,25 +186,47 @@ def test_a_resumed_sweep_skips_finished_jobs_and_continues_the_killed_one(tmp_pa
     assert "2 ok" in (sweep / "summary.md").read_text()
 
 
-def test_a_requeued_slurm_job_continues_its_run(tmp_path, tiny_models, reviews_csv, uninterrupted):
-    """A SLURM requeue (preemption, time limit) runs the job's command again with SLURM_RESTART_COUNT set:
-    in the same folder (submitit's resubmission, or hydra.run.dir pinned to the job id) it resumes, run id
-    and all, without resume=true on the command line."""
-    marker, run_dir = tmp_path / "paused", tmp_path / "slurm-1234"
-    args = command(tiny_models, reviews_csv, *pause(marker, step=4, seconds=3), f"hydra.run.dir={run_dir}")
+@pytest.mark.slurm
+@pytest.mark.parametrize(
+    ("stop", "recorded"),
+    [(["scontrol", "requeue"], "interrupted"), (["scancel", "--signal=USR2"], None)],
+    ids=["preempted", "time-limit-signal"],
+)
+def test_a_slurm_job_stopped_mid_epoch_is_requeued_and_resumes_its_run(
+    tmp_path, slurm_cluster, tiny_models, reviews_csv, uninterrupted, stop, recorded
+):
+    """Preempted: `scontrol requeue` as a preemption does it, SIGTERM to the job; the step finishes and is saved,
+    the job fails as interrupted and SLURM puts it back in the queue. Time limit: the signal SLURM sends
+    `signal_delay_s` before the limit (USR2); the step finishes and is saved, then submitit requeues the job.
+    Either way SLURM starts it again (SLURM_RESTART_COUNT=1) in the same folder, where it resumes from last.ckpt,
+    run id and all, and the sweep that submitted it waits for it and reports one finished run."""
+    marker, sweep = tmp_path / "paused", tmp_path / "sweep"
+    pausing = pause(marker, step=4, until_sigterm=True)  # epoch 1, second batch
+    args = ["-m", *SLURM_LAUNCHER, *command(tiny_models, reviews_csv, *pausing), f"hydra.sweep.dir={sweep}"]
     process = train(args, tmp_path)
     wait_for(marker, process)
-    process.send_signal(signal.SIGTERM)  # what SLURM sends first
-    process.communicate(timeout=120)
-    assert process.returncode == 143
-    stopped = json.loads((run_dir / "error.json").read_text())
+    job = submitted_id(sweep)  # a single job: the sweep has one
+    (run_dir,) = sweep.glob("0_*")
+    subprocess.run([*stop, job], check=True)
+    wait_until(lambda: queued(job) == "PENDING", what="the requeue")
+    if recorded:
+        stopped = json.loads((run_dir / "error.json").read_text())
+        assert stopped["status"] == recorded and "SIGTERM" in stopped["error"]
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert saved["global_step"] == 5  # the step under way was finished and kept
+    started_as = (run_dir / ".run_id").read_text()
+    # SLURM holds a requeued job for 120 s before it may start again; the test does not wait that out
+    subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)
 
-    result = finish(start("train.py", *args, cwd=tmp_path, env={"SLURM_RESTART_COUNT": "1"}))
+    result = finish(process)
     assert result.returncode == 0, result.stderr[-3000:]
     resumed = metrics(run_dir)
     assert resumed["resumed_from"] == str(run_dir / "checkpoints" / "last.ckpt")
-    assert resumed["run_id"] == stopped["run_id"]  # the same run, in metrics.json and TensorBoard
+    assert resumed["run_id"] == started_as and not (run_dir / "error.json").exists()
     assert_same_results(resumed, uninterrupted)
+    assert "1 ok, 0 running, 0 failed, 0 interrupted" in (sweep / "summary.md").read_text()
+    state = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    assert "Restarts=1" in state and "JobState=COMPLETED" in state
 
 
 def test_ctrl_c_twice_stops_at_once(tmp_path, tiny_models, reviews_csv):

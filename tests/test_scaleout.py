@@ -6,12 +6,25 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import subprocess
 from pathlib import Path
 
 import joblib
 import pandas as pd
 import pytest
-from helpers import ROOT, run_script, tiny_overrides
+from helpers import (
+    ROOT,
+    SLURM_LAUNCHER,
+    accounted,
+    finish,
+    reviews_rows,
+    run_script,
+    start,
+    submitted_id,
+    tiny_overrides,
+    wait_until,
+    write_csv,
+)
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -79,20 +92,94 @@ def test_joblib_jobs_run_in_parallel_processes_with_per_job_figures(tmp_path, ti
     assert "ran at the same time on" in summary
 
 
-def test_submitit_executor_runs_the_jobs_as_it_would_on_slurm(tmp_path, tiny_models, reviews_csv):
+@pytest.mark.slurm
+def test_a_slurm_sweep_runs_as_a_job_array_and_a_job_with_bad_data_fails_alone(
+    tmp_path, slurm_cluster, tiny_models, reviews_csv
+):
+    """Through sbatch for real: 4 jobs (2 strategies x a good and a bad data file), two at a time on the node."""
+    bad = write_csv(tmp_path / "bad.csv", [[text, 7] for text, _ in reviews_rows(40)])  # label 7 of 2
     sweep = tmp_path / "sweep"
-    overrides = tiny_overrides(tiny_models["bert"], reviews_csv)
+    overrides = [o for o in tiny_overrides(tiny_models["bert"], reviews_csv) if not o.startswith("data.source")]
     result = run_script(
         "train.py",
         "-m",
-        "strategy=lora,frozen",
-        "hydra/launcher=submitit_local",
+        *SLURM_LAUNCHER,
+        "strategy=frozen,lora",
+        f"data.source.data_files={reviews_csv},{bad}",
         *overrides,
         f"hydra.sweep.dir={sweep}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert [json.loads((job / "metrics.json").read_text())["strategy"] for job in _jobs(sweep)] == ["lora", "frozen"]
-    assert (sweep / ".submitit").is_dir() and (sweep / "summary.md").is_file()
+    runs = pd.read_csv(sweep / "results.csv")
+    pairs = sorted(zip(runs["strategy"], runs["status"], strict=True))
+    assert pairs == [("frozen", "failed"), ("frozen", "ok"), ("lora", "failed"), ("lora", "ok")]
+    for job in _jobs(sweep):
+        if str(bad) in (job / ".hydra" / "overrides.yaml").read_text():  # refused in one line, nothing else written
+            error = json.loads((job / "error.json").read_text())
+            assert "label" in error["error"] and "Fix:" in error["error"] and not (job / "metrics.json").exists()
+        else:
+            assert json.loads((job / "metrics.json").read_text())["val"]["val/acc"] > 0
+    assert "2 ok, 0 running, 2 failed" in (sweep / "summary.md").read_text()
+    # SLURM's own record: one array of four tasks, all completed (a failed run still ends its job cleanly)
+    array = submitted_id(sweep)
+    wait_until(lambda: len(accounted(array)) == 4, timeout=30, what="sacct to list the array")
+    assert accounted(array) == dict.fromkeys("0123", "COMPLETED")
+    assert all(pid != os.getpid() for pid in runs["pid"])
+
+
+@pytest.mark.slurm
+def test_scancel_of_a_running_slurm_job_records_it_interrupted_and_the_sweep_reports_it(
+    tmp_path, slurm_cluster, tiny_models, reviews_csv
+):
+    sweep, marker = tmp_path / "sweep", tmp_path / "paused"
+    pause = ["+callbacks.pause._target_=tests.helpers.pause.PauseAt", "+callbacks.pause.step=2"]
+    pause += [f"+callbacks.pause.marker={marker}", "+callbacks.pause.until_sigterm=true", "+callbacks.pause.job=1"]
+    overrides = tiny_overrides(tiny_models["bert"], reviews_csv)
+    args = ["-m", *SLURM_LAUNCHER, "strategy=frozen,lora", *overrides, *pause, f"hydra.sweep.dir={sweep}"]
+    process = start("train.py", *args)
+    wait_until(marker.exists, timeout=180, what="job 1 to reach its pause")
+    array = submitted_id(sweep)
+    subprocess.run(["scancel", f"{array}_1"], check=True)
+    result = finish(process)
+    assert result.returncode == 0, result.stderr[-3000:]
+    frozen, lora = _jobs(sweep)
+    assert (frozen / "metrics.json").is_file()
+    error = json.loads((lora / "error.json").read_text())
+    assert error["status"] == "interrupted" and "SIGTERM" in error["error"] and not (lora / "metrics.json").exists()
+    assert (lora / "checkpoints" / "last.ckpt").is_file()  # the SIGTERM path saved where it stopped
+    assert list(pd.read_csv(sweep / "results.csv")["status"]) == ["ok", "interrupted"]
+    assert "1 ok, 0 running, 0 failed, 1 interrupted" in (sweep / "summary.md").read_text()
+    wait_until(lambda: accounted(array).get("1") == "CANCELLED", timeout=30, what="sacct to list the cancel")
+
+
+@pytest.mark.slurm
+def test_two_optuna_sweeps_share_one_study_and_run_each_trial_once_as_array_tasks(
+    tmp_path, slurm_cluster, tiny_models, reviews_csv
+):
+    """Two workers (sweep processes, as on two login nodes) against one storage: 2 + 2 trials in one study."""
+    optuna = pytest.importorskip("optuna")
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    # created once before the workers start (two first connections would both create SQLite's tables)
+    optuna.create_study(study_name="shared", storage=storage, direction="maximize")
+    overrides = [o for o in tiny_overrides(tiny_models["bert"], reviews_csv) if not o.startswith("data.batch_size")]
+    search = ["hparams_search=optuna", "strategy=frozen", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2"]
+    search += [f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=shared"]
+    workers = [
+        start("train.py", *SLURM_LAUNCHER, *search, *overrides, f"seed={n}", f"hydra.sweep.dir={tmp_path / str(n)}")
+        for n in (0, 1)
+    ]
+    for worker in workers:
+        result = finish(worker)
+        assert result.returncode == 0, result.stderr[-3000:]
+    study = optuna.load_study(study_name="shared", storage=storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    records = [json.loads((job / "metrics.json").read_text()) for n in (0, 1) for job in _jobs(tmp_path / str(n))]
+    assert len(records) == 4  # each trial ran once, as one task of its worker's array
+    assert sorted(t.value for t in study.trials) == sorted(r["val"]["val/acc"] for r in records)
+    ran = sorted(r["hparams"]["lr"] for r in records)
+    assert ran == pytest.approx(sorted(0.002 * t.params["lr_multiplier"] for t in study.trials), rel=1e-5)
+    for array in (submitted_id(tmp_path / str(n)) for n in (0, 1)):
+        wait_until(lambda a=array: set(accounted(a).values()) == {"COMPLETED"}, timeout=30, what="sacct")
 
 
 def test_slurm_launcher_config_composes_to_one_task_per_device(tmp_path, monkeypatch):

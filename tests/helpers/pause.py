@@ -1,7 +1,8 @@
 """Test-only callback (loaded by subprocesses as `tests.helpers.pause.PauseAt`): pauses a run once, at a given
 step, so a test can kill or interrupt it there; the marker file holds the pid of the process that trains, and
 makes the pause happen only once, so the resumed run can be the very same command. With `until_sigterm` the
-pause also ends when SIGTERM arrives, so a test that needs a long pause does not wait it out."""
+pause also ends when SIGTERM (or SLURM's time-limit signal) arrives, so a test that needs a long pause does not
+wait it out."""
 
 from __future__ import annotations
 
@@ -28,5 +29,9 @@ class PauseAt(L.Callback):
             return
         self.marker.write_text(str(os.getpid()))  # the training process: a joblib worker in such a sweep
         deadline = time.monotonic() + self.seconds
-        while time.monotonic() < deadline and not (self.until_sigterm and trainer.received_sigterm):
+        while time.monotonic() < deadline and not (self.until_sigterm and self._stopping(trainer)):
             time.sleep(0.05)
+
+    @staticmethod
+    def _stopping(trainer: L.Trainer) -> bool:
+        return trainer.received_sigterm or any(getattr(c, "stopping", False) for c in trainer.callbacks)
