@@ -291,3 +291,39 @@ def test_a_stale_lock_is_taken_over_and_a_live_one_refused(tmp_path):
         with pytest.raises(RunInUse, match=f"pid {os.getpid()}"), run_lock(tmp_path):
             pass
     assert not (tmp_path / ".run.lock").exists()
+
+
+def test_resume_into_a_folder_given_by_hand_continues_only_a_run_of_the_same_settings(
+    tmp_path, tiny_models, reviews_csv
+):
+    """hydra.run.dir=<folder> resume=true: refused in one line, before anything is written there, unless the
+    folder holds a train.py run of the same settings (then: continued, here already finished)."""
+    args = command(tiny_models, reviews_csv, "trainer.max_epochs=1")
+
+    def resume_into(folder: Path, *extra: str) -> subprocess.CompletedProcess:
+        return finish(train([*args, *extra, "resume=true", f"hydra.run.dir={folder}"], tmp_path))
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = resume_into(empty)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr[-3000:]
+    assert f"{empty} holds no train.py run to continue" in errors[0] and "Fix:" in errors[0]
+    assert list(empty.iterdir()) == []
+
+    run_dir = tmp_path / "run"
+    first = finish(train([*args, f"hydra.run.dir={run_dir}"], tmp_path))
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+
+    other = resume_into(run_dir, "seed=7", "data.max_length=32")
+    errors = [line for line in other.stderr.splitlines() if line.startswith("error:")]
+    assert other.returncode == 2 and len(errors) == 1, other.stderr[-3000:]
+    assert "holds a run of other settings (data.max_length=64 there, 32 here; seed=" in errors[0]
+    assert errors[0].count(" here") == 2 and ", 7 here)" in errors[0]
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()} == before  # not a byte written
+
+    same = resume_into(run_dir)
+    assert same.returncode == 0, same.stderr[-3000:]
+    assert "already finished, not run again" in same.stderr + same.stdout
+    assert (run_dir / "metrics.json").stat().st_mtime_ns == before[run_dir / "metrics.json"]

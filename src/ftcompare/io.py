@@ -39,6 +39,7 @@ def write_json(path: Path, record: dict[str, Any]) -> None:
 
 # What a Hydra job leaves in its folder before it has produced anything.
 _BOOKKEEPING = {".hydra", "error.json", ".run_id", ".run.lock"}
+RESOLVED_CONFIG = "resolved_config.yaml"  # in a run folder: the config train.py ran with, resolved
 
 
 def discard_unused_run_dir(run_dir: Path) -> None:

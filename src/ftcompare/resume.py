@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from hydra.experimental.callback import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from ftcompare.errors import ConfigError, RunInUse
+from ftcompare.errors import ConfigError, RunInUse, bad_input_exits
+from ftcompare.io import RESOLVED_CONFIG
 
 log = logging.getLogger(__name__)
 RESUME_KEYS = ("resume", "ckpt_path")
@@ -72,6 +74,23 @@ def run_dir(root: str, stamp: str, resume: bool, ckpt_path: str | None, *, _root
     return _RUN_DIRS[key]
 
 
+# what makes a run the run it is: resume=true into a folder given by hand continues it only if these agree
+RUN_IDENTITY = (
+    "strategy.name",
+    "model.name_or_path",
+    "data.source",
+    "data.train_size",
+    "data.val_size",
+    "data.test_size",
+    "data.train_subset",
+    "data.max_length",
+    "data.batch_size",
+    "optimizer.lr",
+    "trainer.max_epochs",
+    "seed",
+)
+
+
 def check_resumable(cfg: DictConfig) -> None:
     """resume=true must have found an earlier run of the same command to continue."""
     output_dir = Path(cfg.paths.output_dir).resolve()
@@ -81,6 +100,50 @@ def check_resumable(cfg: DictConfig) -> None:
             "outputs/ or multirun/. Fix: drop resume=true to start a new run, or repeat the overrides of the run "
             "to continue"
         )
+
+
+def check_given_folder(run_dir: Path, config: DictConfig) -> None:
+    """resume=true into a folder given by hand (hydra.run.dir=...): it must hold a train.py run with the same
+    settings (RUN_IDENTITY); anything else is refused, before a file is written there."""
+    saved = run_dir / RESOLVED_CONFIG
+    if not saved.is_file():
+        raise ConfigError(
+            f"resume=true: {run_dir} holds no train.py run to continue (no {RESOLVED_CONFIG}). Fix: drop "
+            "resume=true to start a new run there, or set hydra.run.dir to the folder of the run to continue"
+        )
+    before = OmegaConf.load(saved)
+    differing = [
+        f"{key}={_value(before, key)} there, {_value(config, key)} here"
+        for key in RUN_IDENTITY
+        if _value(before, key) != _value(config, key)
+    ]
+    if differing:
+        raise ConfigError(
+            f"resume=true: {run_dir} holds a run of other settings ({'; '.join(differing)}). Fix: repeat that "
+            f"run's settings (its {RESOLVED_CONFIG}), or drop resume=true to start a new run in a new folder"
+        )
+
+
+def _value(cfg: DictConfig, key: str) -> Any:
+    value = OmegaConf.select(cfg, key)
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+class CheckResumeFolder(Callback):
+    """Hydra callback: `resume=true hydra.run.dir=<folder>` is checked before Hydra writes into the folder
+    (its `.hydra/`, the log), so a refused command leaves the folder as it was. A folder found by the search
+    (no hydra.run.dir) and a SLURM restart need no check here."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.hydra.job.name != TRAINING_JOB or requeued():
+            return
+        if not wants_resume(config.get("resume"), config.get("ckpt_path")):
+            return
+        run_dir = Path(config.hydra.run.dir).resolve()  # resolving ${ftc.run_dir:...} runs the search
+        if run_dir in _NOTHING_FOUND or run_dir in {Path(d).resolve() for d in _RUN_DIRS.values()}:
+            return
+        with bad_input_exits():
+            check_given_folder(run_dir, config)
 
 
 def _previous_dir(root: str, wanted: list[str]) -> str | None:

@@ -17,12 +17,11 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from ftcompare.builders import build_module
 from ftcompare.errors import ConfigError
-from ftcompare.io import write_atomic
+from ftcompare.io import RESOLVED_CONFIG, write_atomic
 from ftcompare.models import load_pretrained
 from ftcompare.strategies import FineTuningStrategy
 
 log = logging.getLogger(__name__)
-RESOLVED_CONFIG = "resolved_config.yaml"
 _CKPT_FIX = "Fix: a .ckpt from <run>/checkpoints/, a run or sweep folder, or best (the newest run's best checkpoint)"
 
 
