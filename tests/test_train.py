@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 from helpers import events_dir, run_script, tiny_overrides
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
@@ -118,6 +119,42 @@ def test_multirun_gives_one_result_per_strategy(tmp_path, tiny_models, reviews_c
         assert all(any(re.match(p, tag) for tag in tags) for patterns in layout.values() for p in patterns), layout
     # every strategy scored the same examples: the report pairs them
     assert len({tuple(pd.read_csv(job / "predictions.csv")["example_id"]) for job in jobs}) == 1
+
+
+def test_logger_many_sends_every_metric_and_the_settings_to_tensorboard_csv_and_mlflow(
+    tmp_path, tiny_models, reviews_csv
+):
+    """Read back through each tool's own reader: TensorBoard's event files, the CSV file, MLflow's client."""
+    mlflow = pytest.importorskip("mlflow")
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(tiny_models["bert"], reviews_csv)
+    args = ["strategy=lora", "logger=many", f"logger.mlflow.tracking_uri={store}", *overrides]
+    result = run_script("train.py", *args, f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((run_dir / "metrics.json").read_text())
+    name = f"lora_{record['run_id']}"  # the run's name in each tool
+
+    tensorboard = scalar_tags(run_dir)
+    assert tensorboard >= PROMISED_TAGS and "hparams/test_acc" in tensorboard
+    csv_dir = run_dir / "csv" / name
+    rows = pd.read_csv(csv_dir / "metrics.csv")
+    assert set(rows.columns) - {"step"} == tensorboard
+    assert rows["test/acc"].dropna().tolist() == [record["test"]["test/acc"]]
+    assert rows["run/fit_time_s"].dropna().tolist() == [pytest.approx(record["cost"]["perf/fit_time_s"])]
+    hparams = yaml.safe_load((csv_dir / "hparams.yaml").read_text())
+    assert hparams["strategy"] == "lora" and hparams["lr"] == record["hparams"]["lr"]
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=store)
+    (run,) = client.search_runs([client.get_experiment_by_name("ftcompare").experiment_id])
+    assert run.info.run_name == name and run.info.status == "FINISHED"
+    assert set(run.data.metrics) == tensorboard
+    assert run.data.metrics["test/acc"] == pytest.approx(record["test"]["test/acc"])
+    assert run.data.metrics["memory/total_mib"] == pytest.approx(record["memory"]["at_peak_mib"]["total"], rel=1e-6)
+    assert run.data.params["strategy"] == "lora" and float(run.data.params["lr"]) == record["hparams"]["lr"]
+    assert run.data.params["data/max_length"] == "64" and run.data.tags["run_dir"] == str(run_dir)
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss_step")]
+    assert steps == sorted(steps) and len(steps) == 6  # 2 epochs x 3 batches, every step
 
 
 NOISE = ("LOAD REPORT", "Tip:", "GPU available", "Warning", "Flattening", "Tokenising", "Total FLOPs", "INFO")

@@ -13,6 +13,7 @@ import torch
 from helpers import tiny_overrides
 from transformers import AutoModel, GPT2Config, T5Config
 
+from ftcompare.errors import ConfigError
 from ftcompare.job import run
 from ftcompare.resolvers import embedded_model_path
 
@@ -181,3 +182,15 @@ def test_embedded_model_passes_the_backbone_check():
     check_backbone({"name_or_path": embedded_model_path()}, 512)
     with pytest.raises(Exception, match=r"data\.max_length=513"):
         check_backbone({"name_or_path": embedded_model_path()}, 513)
+
+
+def test_logger_mlflow_without_mlflow_installed_is_refused_before_the_run(compose_cfg, monkeypatch):
+    import importlib.util
+
+    from ftcompare.validation import validate
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else find_spec(name, *a))
+    with pytest.raises(ConfigError, match=r"logger.mlflow needs MLflow, which is not installed. Fix: pip install"):
+        validate(compose_cfg("logger=many"))
+    validate(compose_cfg("logger=csv"))  # the others need nothing more

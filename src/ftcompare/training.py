@@ -77,7 +77,12 @@ def log_hparams_with_results(trainer: L.Trainer, record: dict[str, Any]) -> None
         **{f"hparams/{k.split('/')[-1]}": v for k, v in record["cost"].items() if k in HPARAM_COSTS and v is not None},
     }
     for logger in trainer.loggers:
-        logger.log_hyperparams(params, metrics=metrics)
+        if isinstance(logger, TensorBoardLogger):  # the HParams tab pairs them
+            logger.log_hyperparams(params, metrics=metrics)
+        else:
+            logger.log_hyperparams(params)
+            logger.log_metrics(metrics, step=trainer.global_step)
+        logger.save()  # after the fit's last write (CSVLogger keeps rows in memory until saved)
 
 
 def start_line(cfg: DictConfig, module: L.LightningModule, trainer: L.Trainer) -> str:

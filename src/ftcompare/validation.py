@@ -7,6 +7,7 @@ Settings every run has are checked here; a strategy's own knobs are checked by i
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import inspect
 import math
 from collections.abc import Sequence
@@ -66,6 +67,7 @@ def validate(cfg: DictConfig) -> None:
     strategy = registry.check(cfg.strategy)
     for group in CHECKED_GROUPS:
         check_keys(cfg.get(group), group)
+    _validate_loggers(cfg)
     strategy.check_config(cfg)
     attention = OmegaConf.select(cfg, "model.attn_implementation")
     if attention is not None and attention not in ATTENTION_CHOICES:
@@ -181,6 +183,17 @@ def _validate_training(cfg: DictConfig) -> None:
 
 def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+def _validate_loggers(cfg: DictConfig) -> None:
+    """A logger whose package is an optional extra (MLflow) is asked for before a run starts, not mid-way."""
+    for name, logger in (cfg.get("logger") or {}).items():
+        target = str((logger or {}).get("_target_", ""))
+        if target.endswith("MLFlowLogger") and importlib.util.find_spec("mlflow") is None:
+            raise ConfigError(
+                f"logger.{name} needs MLflow, which is not installed. Fix: pip install -e '.[mlflow]' (the client "
+                "and a local store), or logger=tensorboard / logger=csv"
+            )
 
 
 def _validate_devices(cfg: DictConfig) -> None:
