@@ -142,6 +142,29 @@ def test_bad_data_gets_one_clear_error(tmp_path, rows, kwargs, message):
         dm.setup()
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".json", ".jsonl", ".parquet"])
+def test_each_supported_file_type_is_read_in_its_own_format(tmp_path, reviews_csv, suffix):
+    """The same reviews (with commas, quotes and tabs in them) as each kind of file: the same split."""
+    import pandas as pd
+
+    frame = pd.read_csv(reviews_csv)
+    frame["text"] += ', with "quotes" and\ta tab'
+    frame.to_csv(tmp_path / "reference.csv", index=False)
+    path = tmp_path / f"reviews{suffix}"
+    if suffix in (".csv", ".tsv"):
+        frame.to_csv(path, index=False, sep="\t" if suffix == ".tsv" else ",")
+    elif suffix == ".parquet":
+        frame.to_parquet(path)
+    else:
+        frame.to_json(path, orient="records", lines=True)
+    dm, reference = make_dm(str(path)), make_dm(str(tmp_path / "reference.csv"))
+    dm.setup()
+    reference.setup()
+    for split in ("train", "validation", "test"):
+        assert dm.splits[split]["labels"] == reference.splits[split]["labels"]
+        assert dm.splits[split]["input_ids"] == reference.splits[split]["input_ids"]
+
+
 def test_missing_data_file_names_the_setting(tmp_path):
     with pytest.raises(ConfigError, match=r"data.source.data_files=.*does not exist"):
         make_dm(str(tmp_path / "nope.csv")).setup()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import events_dir, run_script, write_csv
+from helpers import events_dir, run_script, tiny_overrides, write_csv
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -107,3 +107,38 @@ def test_a_run_trained_before_a_setting_changed_is_read_in_todays_terms(tmp_path
         OmegaConf.save({"strategy": strategy}, run / RESOLVED_CONFIG)
         upgraded = run_config(run / "checkpoints" / "best.ckpt").strategy
         assert not before & set(upgraded) and all(upgraded[k] == v for k, v in after.items())
+
+
+def test_eval_on_another_file_drops_the_runs_filter_that_does_not_apply_to_it(tmp_path, tiny_models, reviews_csv):
+    """A run trained on the rows of one source (data.where) evaluated on a file with only text and label."""
+    rows = pd.read_csv(reviews_csv).values.tolist()
+    labelled = [[text, label, "imdb" if i % 4 else "rt"] for i, (text, label) in enumerate(rows)]
+    sourced = write_csv(tmp_path / "sourced.csv", labelled, header=("text", "label", "source"))
+    overrides = [o for o in tiny_overrides(tiny_models["bert"], sourced) if "limit_test" not in o]
+    run_dir = tmp_path / "run"
+    trained = run_script(
+        "train.py", "strategy=frozen", *overrides, "data.where={source: imdb}", f"hydra.run.dir={run_dir}"
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    checkpoint = json.loads((run_dir / "metrics.json").read_text())["checkpoint"]
+
+    plain = write_csv(tmp_path / "plain.csv", rows)  # text, label: no source column
+    result = run_script(
+        "eval.py", f"ckpt_path={checkpoint}", f"+data.source.data_files={plain}", f"hydra.run.dir={tmp_path / 'eval'}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (
+        "no column 'source' in this data, so its filter 'source'='imdb' is dropped"
+        in (tmp_path / "eval" / "eval.log").read_text()
+    )
+    record = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert record["data"]["source"]["data_files"] == plain and record["metrics"]["test/examples"] == 32
+
+    # in training the same filter on a file without the column is refused in one line
+    overrides = tiny_overrides(tiny_models["bert"], plain)
+    refused = run_script(
+        "train.py", "strategy=frozen", *overrides, "data.where={source: imdb}", f"hydra.run.dir={tmp_path / 'r'}"
+    )
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert refused.returncode == 2 and len(errors) == 1, refused.stderr[-3000:]
+    assert "data.where filters on column 'source'" in errors[0] and "+data.where=null" in errors[0]

@@ -254,3 +254,24 @@ def test_the_peft_and_bias_strategies_run_end_to_end(tmp_path, tiny_models, revi
     pct = {name: r["cost"]["params/trainable_pct"] for name, r in records.items()}
     assert all(0 < p < 100 for p in pct.values()), pct
     assert pct["ia3"] < pct["dora"] < pct["lora_all"], pct  # a few vectors < q/v adapters < adapters everywhere
+
+
+def test_a_model_saved_with_a_head_for_other_labels_gets_a_new_head_for_the_datas(tmp_path, tiny_models, reviews_csv):
+    """A 2-label sentiment classifier fine-tuned on 3-class data: one log line, a 3-way head, training runs."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    classifier = tmp_path / "two_labels"
+    AutoModelForSequenceClassification.from_pretrained(tiny_models["bert"], num_labels=2).save_pretrained(classifier)
+    AutoTokenizer.from_pretrained(tiny_models["bert"]).save_pretrained(classifier)
+    rows = pd.read_csv(reviews_csv).values.tolist()
+    three = tmp_path / "three.csv"
+    pd.DataFrame([[text, i % 3] for i, (text, _) in enumerate(rows)], columns=["text", "label"]).to_csv(
+        three, index=False
+    )
+    overrides = [o for o in tiny_overrides(str(classifier), str(three)) if not o.startswith("data.label_names")]
+    run_dir = tmp_path / "run"
+    result = run_script("train.py", "strategy=full", *overrides, "data.label_names=[a,b,c]", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "the model's classification head has 2 labels, the data 3: a new head" in (run_dir / "train.log").read_text()
+    predictions = pd.read_csv(run_dir / "predictions.csv")
+    assert {"p_a", "p_b", "p_c"} <= set(predictions.columns) and set(predictions["label"]) == {"a", "b", "c"}

@@ -28,7 +28,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = find_checkpoint(cfg.ckpt_path)
     run = run_config(ckpt_path)
     read_checkpoint(ckpt_path)  # a file that is not a checkpoint: one line, before the data is read
+    other_data = "source" in cfg.data and "where" not in cfg.data
     run.data = OmegaConf.merge(run.data, cfg.data)
+    if other_data:  # the run's row filter (e.g. source=imdb) applies only where the new file has that column
+        run.data.where_if_present = True
     run.trainer = OmegaConf.merge(run.trainer, cfg.trainer)
     if run.trainer.get("profiler"):  # debug=profile: the profile of this evaluation goes beside eval.json
         run.trainer.profiler.dirpath = cfg.paths.output_dir

@@ -30,6 +30,7 @@ _DATA_FIX = "a UTF-8 CSV with a header row, a text and a label column and one ex
 _READERS = ("pandas", "pyarrow", "json", "datasets")
 EXAMPLE = "example"  # the batch key of each row's index in its split
 _FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+_FILE_OPTIONS = {".tsv": {"sep": "\t"}}  # what a builder needs for an extension (unless the config says otherwise)
 
 
 def _infer_label_names(found: set[Any], column: str) -> list[str]:
@@ -62,6 +63,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         pool_split: str = "train",
         test_split: str | None = None,
         where: dict[str, Any] | None = None,
+        where_if_present: bool = False,
         train_size: int = 4000,
         train_subset: int | None = None,
         val_size: int = 1000,
@@ -109,6 +111,7 @@ class TextClassificationDataModule(L.LightningDataModule):
                         f"Fix: use one of {sorted(_FILE_BUILDERS)} or set data.source.path=csv|json|parquet"
                     )
                 source["path"] = _FILE_BUILDERS[suffix]
+                source = {**_FILE_OPTIONS.get(suffix, {}), **source}
         try:
             loaded = load_dataset(**source)
         except (OSError, ConnectionError) as err:
@@ -141,6 +144,16 @@ class TextClassificationDataModule(L.LightningDataModule):
                 "Fix: set data.text_column / data.label_column"
             )
         for column, value in (hp.where or {}).items():
+            if column not in ds.column_names:
+                if hp.where_if_present:  # eval.py on other data: the training run's filter was for its own data
+                    log.info(
+                        "data.where: no column %r in this data, so its filter %r=%r is dropped", column, column, value
+                    )
+                    continue
+                raise ConfigError(
+                    f"data.where filters on column {column!r}, which data split {split!r} does not have (it has "
+                    f"{ds.column_names}). Fix: name a column it has, or +data.where=null for no filter"
+                )
             ds = ds.filter(lambda v, value=value: v == value, input_columns=column)
         ds = ds.select_columns([hp.text_column, hp.label_column])
         rows = len(ds)

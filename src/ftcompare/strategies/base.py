@@ -5,6 +5,7 @@ A strategy subclass only says which parameters train (and checks its own setting
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
@@ -17,12 +18,19 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import AUROC, Accuracy, F1Score, MaxMetric, MetricCollection
-from transformers import AutoModelForSequenceClassification, PreTrainedModel, get_linear_schedule_with_warmup
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    PreTrainedModel,
+    get_linear_schedule_with_warmup,
+)
 
 from ftcompare.checkpointing import CheckpointContents
 from ftcompare.data.datamodule import EXAMPLE
 from ftcompare.errors import TrainingDiverged
-from ftcompare.models import load_model
+from ftcompare.models import load_model, load_pretrained
+
+log = logging.getLogger(__name__)
 
 
 def linear_warmup_decay(optimizer: Optimizer, num_training_steps: int, warmup_ratio: float = 0.06) -> LRScheduler:
@@ -84,18 +92,35 @@ class FineTuningStrategy(L.LightningModule):
         `from_pretrained` returns eval mode and Lightning keeps a module's mode, so without this
         dropout would silently be off during training.
         """
+        labels = len(self.label_names)
         model = self.load_pretrained(
             AutoModelForSequenceClassification,
-            num_labels=len(self.label_names),
+            num_labels=labels,
             id2label=dict(enumerate(self.label_names)),
             label2id={name: i for i, name in enumerate(self.label_names)},
+            ignore_mismatched_sizes=self.head_relabelled(labels),
         )
         return model.train()
 
+    def head_relabelled(self, labels: int) -> bool:
+        """A model saved with a classification head for another number of labels: its head is re-initialised for
+        the data's labels (transformers refuses the mismatched weights otherwise)."""
+        config = load_pretrained(
+            AutoConfig, self.model_cfg["name_or_path"], self.model_cfg.get("trust_remote_code", False)
+        )
+        has_head = any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
+        if has_head and config.num_labels != labels:
+            log.info(
+                "the model's classification head has %d labels, the data %d: a new head", config.num_labels, labels
+            )
+        return has_head and config.num_labels != labels
+
     def load_pretrained(self, loader: Any, **kwargs: Any) -> PreTrainedModel:
-        """The configured model; the checkpoint contents learn which parameters hold its loaded weights."""
+        """The configured model; the checkpoint contents learn which parameters hold its loaded weights (not a
+        missing one, nor a re-initialised head)."""
         model, info = load_model(loader, **self.model_cfg, **kwargs, output_loading_info=True)
-        self.checkpoint_contents.mark_pretrained(model.named_parameters(), set(info["missing_keys"]))
+        fresh = set(info["missing_keys"]) | {key for key, *_ in info.get("mismatched_keys", [])}
+        self.checkpoint_contents.mark_pretrained(model.named_parameters(), fresh)
         return model
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
