@@ -5,7 +5,8 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from helpers import ROOT
+import yaml
+from helpers import ROOT, run_script
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
@@ -143,3 +144,12 @@ def test_auto_precision_follows_the_cpu_when_there_is_no_gpu(compose_cfg, monkey
 def test_validate_names_the_setting(compose_cfg, override, setting):
     with pytest.raises(ConfigError, match=setting):
         validate(compose_cfg(override))
+
+
+def test_cfg_job_resolve_prints_the_config_without_a_run(tmp_path):
+    """Hydra prints the resolved config before it makes a run folder: the run id has none to come from."""
+    result = run_script("train.py", "--cfg", "job", "--resolve", "strategy=frozen", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = yaml.safe_load(result.stdout)
+    assert printed["logger"]["tensorboard"]["version"] == "frozen_<run id>" and printed["optimizer"]["lr"] == 0.002
+    assert not any(tmp_path.iterdir())  # nothing written

@@ -5,6 +5,8 @@ no traceback, and no output folder left behind."""
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from ftcompare.errors import ConfigError
 from ftcompare.evaluation import evaluate
 from ftcompare.export import export
 from ftcompare.prediction import predict
+from ftcompare.runs import find_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +46,35 @@ def test_ckpt_path_takes_a_file_a_run_folder_or_best(workdir, form):
     written.parent.joinpath("eval.json").unlink()  # the next form writes its own
     assert Path(evaluation["checkpoint"]).resolve() == Path(record["checkpoint"]).resolve()
     assert evaluation["metrics"]["test/acc"] == pytest.approx(record["test"]["test/acc"])
+
+
+@pytest.mark.parametrize("newest", ["sweep", "run"])
+def test_ckpt_path_best_is_the_best_of_the_newest_run_or_sweep_and_says_so(
+    tmp_path, workdir, monkeypatch, caplog, newest
+):
+    """Copies of the finished run placed as an older/newer single run and a two-job sweep."""
+    source = run_folder(workdir)
+
+    def place(folder: Path, val_acc: float) -> None:
+        shutil.copytree(source, folder)
+        record = json.loads((folder / "metrics.json").read_text())
+        record["val"]["val/acc"] = val_acc
+        (folder / "metrics.json").write_text(json.dumps(record))
+
+    older, newer = "2026-01-01/10-00-00", "2026-01-02/09-00-00"
+    run_at, sweep_at = (older, newer) if newest == "sweep" else (newer, older)
+    place(tmp_path / "outputs" / run_at, 0.9)  # a higher val/acc than the sweep's: age decides, not accuracy
+    place(tmp_path / "multirun" / sweep_at / "0_lora", 0.7)
+    place(tmp_path / "multirun" / sweep_at / "1_lora", 0.8)
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.INFO, logger="ftcompare.runs"):
+        found = find_checkpoint("best")
+    chosen = Path("multirun", sweep_at, "1_lora") if newest == "sweep" else Path("outputs", run_at)
+    assert found.parent.parent == chosen.absolute()
+    folder = Path("multirun", sweep_at) if newest == "sweep" else chosen
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ckpt_path=best")]
+    assert f"(val/acc {0.8 if newest == 'sweep' else 0.9:.4f}), from {folder}, the newest {newest}" in line
+    assert line.endswith(f"(started {newer.replace('/', ' ')})")
 
 
 def _bad_inputs(root: Path, run: Path) -> dict[str, tuple[list[str], str]]:

@@ -115,6 +115,12 @@ def _value_of(override_dirname: str, key: str) -> str | None:
     return next((item.split("=", 1)[1] for item in _items(override_dirname) if item.startswith(f"{key}=")), None)
 
 
+def run_id_of(run_dir: str | None) -> str:
+    """The `${ftc.run_id:<run folder>}` resolver. `--cfg job --resolve` prints the config before Hydra has
+    made the folder (its output dir is None then): a placeholder stands in."""
+    return run_id(run_dir) if run_dir is not None else "<run id>"
+
+
 RESOLVERS = {
     "ftc.embedded_model": embedded_model_path,
     "ftc.embedded_data": embedded_data_path,
@@ -122,7 +128,7 @@ RESOLVERS = {
     "ftc.scale": scale,
     "ftc.job_dirname": job_dirname,
     "ftc.run_dir": run_dir,
-    "ftc.run_id": run_id,
+    "ftc.run_id": run_id_of,
 }
 
 

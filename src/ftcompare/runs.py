@@ -35,22 +35,40 @@ def find_checkpoint(ckpt_path: str) -> Path:
     run or sweep under outputs/ and multirun/."""
     path = Path(str(ckpt_path)).expanduser()
     if str(ckpt_path) == "best" and not path.exists():
-        folders = [p.parent.parent for p in Path("outputs").glob("*/*/.hydra")] + list(Path("multirun").glob("*/*"))
-        newest_first = sorted(folders, key=lambda f: f.relative_to(f.parents[1]).parts, reverse=True)
-        path = next((f for f in newest_first if _best_in(f) is not None), None)  # reads only as far as it must
-        if path is None:
-            raise ConfigError(f"ckpt_path=best: no finished train.py run under outputs/ or multirun/ here. {_CKPT_FIX}")
+        return _newest_best()
     if path.is_dir():
-        best = _best_in(path)
-        if best is None:
+        found = _best_in(path)
+        if found is None:
             raise ConfigError(f"ckpt_path={str(ckpt_path)!r} is a folder with no finished run in it. {_CKPT_FIX}")
-        log.info("ckpt_path=%s: %s", ckpt_path, best)
-        return best
+        log.info("ckpt_path=%s: %s (val/acc %.4f, the best in that folder)", ckpt_path, *found)
+        return found[0]
     return path
 
 
-def _best_in(folder: Path) -> Path | None:
-    """The best checkpoint of a finished run folder, or of a sweep folder's best job (by val accuracy)."""
+def _newest_best() -> Path:
+    """`ckpt_path=best`: the best checkpoint (by val/acc) of the newest train.py run or sweep, by its start time
+    (the `<date>/<time>` of its folder), under outputs/ and multirun/."""
+    folders = [p.parent for p in Path("outputs").glob("*/*/.hydra")] + list(Path("multirun").glob("*/*"))
+    newest_first = sorted(folders, key=lambda f: f.relative_to(f.parents[1]).parts, reverse=True)
+    for folder in newest_first:  # reads only as far as it must
+        found = _best_in(folder)
+        if found is not None:
+            kind = "run" if (folder / "metrics.json").is_file() else "sweep"
+            log.info(
+                "ckpt_path=best: %s (val/acc %.4f), from %s, the newest %s with a finished run under outputs/ and "
+                "multirun/ (started %s)",
+                *found,
+                folder,
+                kind,
+                " ".join(folder.relative_to(folder.parents[1]).parts),
+            )
+            return found[0]
+    raise ConfigError(f"ckpt_path=best: no finished train.py run under outputs/ or multirun/ here. {_CKPT_FIX}")
+
+
+def _best_in(folder: Path) -> tuple[Path, float] | None:
+    """The best checkpoint of a finished run folder, or of a sweep folder's best job (by val accuracy), with
+    its val accuracy."""
     records = [folder / "metrics.json"] if (folder / "metrics.json").is_file() else list(folder.glob("*/metrics.json"))
     best, best_acc = None, -1.0
     for record in records:
@@ -63,7 +81,7 @@ def _best_in(folder: Path) -> Path | None:
             continue
         if checkpoint.is_file() and acc > best_acc:
             best, best_acc = checkpoint, acc
-    return best
+    return (best, best_acc) if best is not None else None
 
 
 def run_dir_of(ckpt_path: Path) -> Path:
