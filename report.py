@@ -22,9 +22,8 @@ def main() -> None:
     args = parser.parse_args()
     with bad_input_exits(FileNotFoundError):
         report = build_report(*(args.sweep_dirs or [newest_sweep(args.root)]), out=args.out)
-    paths = report.write()
+    report.write()
     print(report.terminal())
-    print("\nwritten: " + ", ".join(str(p) for p in paths))
 
 
 if __name__ == "__main__":

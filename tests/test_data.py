@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from ftcompare.data import TextClassificationDataModule
+from ftcompare.data.sources import load_source
 from ftcompare.data.truncation import encode
 from ftcompare.errors import ConfigError
 from ftcompare.resolvers import embedded_model_path
@@ -133,8 +134,13 @@ def test_empty_texts_are_dropped_before_splitting(tmp_path):
         ([(f"t{i}", i % 3) for i in range(30)], {}, "outside the label set"),
         ([(f"t{i}", i % 2) for i in range(30)], {"train_size": 100}, "does not fit"),
         ([(f"t{i}", i % 2) for i in range(30)], {"text_column": "review"}, "no column"),
+        (
+            [(f"t{i}" if i < 10 else "", i % 2) for i in range(100)],
+            {},
+            r"has 10 unique labelled texts after de-duplication \(90 empty or missing texts dropped\)",
+        ),
     ],
-    ids=["label-outside-set", "split-too-large", "missing-column"],
+    ids=["label-outside-set", "split-too-large", "missing-column", "too-few-left-after-blank-texts"],
 )
 def test_bad_data_gets_one_clear_error(tmp_path, rows, kwargs, message):
     dm = make_dm(write_csv(tmp_path / "bad.csv", rows), **{"train_size": 10, "val_size": 5, "test_size": 5, **kwargs})
@@ -163,6 +169,16 @@ def test_each_supported_file_type_is_read_in_its_own_format(tmp_path, reviews_cs
     for split in ("train", "validation", "test"):
         assert dm.splits[split]["labels"] == reference.splits[split]["labels"]
         assert dm.splits[split]["input_ids"] == reference.splits[split]["input_ids"]
+
+
+def test_a_glob_reads_every_file_it_matches(tmp_path, reviews_csv):
+    import pandas as pd
+
+    rows = pd.read_csv(reviews_csv)
+    rows.iloc[::2].to_csv(tmp_path / "part1.csv", index=False)
+    rows.iloc[1::2].to_csv(tmp_path / "part2.csv", index=False)
+    loaded = load_source({"path": None, "data_files": str(tmp_path / "part*.csv")})["train"]
+    assert sorted(loaded["text"]) == sorted(rows["text"])
 
 
 def test_missing_data_file_names_the_setting(tmp_path):

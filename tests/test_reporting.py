@@ -135,6 +135,7 @@ def test_report_html_reads_right_in_a_real_browser(tiny_sweep, tmp_path):
     assert check["unrounded"] == [], check["unrounded"]
     assert "`" not in check["text"] and f"Sweep: {tiny_sweep}" in check["text"]
     assert "sliced for a look (limited batches)" in check["text"]
+    assert check["width"] <= 1280, check["width"]  # the runs table included: no sideways scrolling
 
 
 def test_runs_with_limited_batches_are_marked_and_not_given_a_test_size(tiny_sweep):
@@ -347,3 +348,14 @@ def test_a_list_override_with_spaces_stays_one_override():
     runs = pd.DataFrame({"overrides": [shlex.join(o) for o in typed]})  # as collect_runs writes the column
     assert _variants(runs["overrides"]) == ["strategy.layers=[-1, -2]", "strategy.layers=[-1]"]
     assert common_overrides(runs) == ["model.attention_dropout=0.0"]
+
+
+def test_report_py_on_a_folder_of_runs_that_is_not_a_sweep_reports_them_there(tiny_sweep, tmp_path):
+    """The documented fallback: single runs gathered in a folder (no multirun.yaml) are reported like a sweep."""
+    gathered = tmp_path / "gathered"
+    for job in ("0_full_seed0", "3_lora_seed1"):
+        shutil.copytree(tiny_sweep / job, gathered / job)
+    result = run_script("report.py", str(gathered))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list(pd.read_csv(gathered / "results.csv")["strategy"]) == ["full", "lora"]
+    assert (gathered / "report.html").is_file() and f"Report: {gathered / 'report.html'}" in result.stdout

@@ -252,3 +252,23 @@ def test_gradient_clipping_works_with_the_fused_optimizer_in_bf16(setup):
     )
     trainer.fit(module, datamodule=datamodule)
     assert len(norms) == 2 and all(n == pytest.approx(0.05, rel=1e-3) for n in norms), norms
+
+
+def test_a_frozen_head_over_more_layers_than_the_model_has_reads_them_all_and_says_so(tiny_models, caplog):
+    """strategy.layers counts the last n layers; the default 4 on a 2-layer model is all of them (a logged
+    fallback), while naming a hidden state the model lacks is refused (tests/test_validation.py)."""
+    import logging
+
+    from transformers import AutoModel
+
+    from ftcompare.models import PooledClassifier
+
+    backbone = AutoModel.from_pretrained(tiny_models["bert"])
+    with caplog.at_level(logging.INFO, logger="ftcompare.models"):
+        head = PooledClassifier(backbone, num_labels=2, layers=4)
+    assert head.layers == (-1, -2)
+    assert "strategy.layers=4: this model has 2 layers, the head reads all of them" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ftcompare.models"):
+        assert PooledClassifier(backbone, num_labels=2, layers=2).layers == (-1, -2)
+    assert "strategy.layers" not in caplog.text

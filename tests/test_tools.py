@@ -102,6 +102,7 @@ def _bad_inputs(root: Path, run: Path) -> dict[str, tuple[list[str], str]]:
         "best with no runs here": (["eval.py", "ckpt_path=best"], "ckpt_path=best: no finished"),
         "eval of an unknown split": (["eval.py", f"ckpt_path={run}", "split=train"], "split='train'"),
         "export into a full folder": (["export.py", f"ckpt_path={run}", f"output_dir={run}"], "is not empty"),
+        "export onto a file": (["export.py", f"ckpt_path={run}", f"output_dir={root / 'blank.txt'}"], "is a file"),
         "report of no sweep": (["report.py", str(empty_dir)], "no Hydra runs"),
     }
 
@@ -124,6 +125,7 @@ IN_PROCESS = [
     "a folder with no run",
     "eval of an unknown split",
     "export into a full folder",
+    "export onto a file",
 ]
 TASKS = {"predict.py": predict, "eval.py": evaluate, "export.py": export}
 

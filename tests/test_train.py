@@ -75,6 +75,13 @@ def test_multirun_gives_one_result_per_strategy(tmp_path, tiny_models, reviews_c
     assert [job.name for job in jobs] == ["0_full", "1_frozen", "2_lora", "3_gradual"]  # the swept values only
     # before the wait: each job forecasts itself and the jobs after it
     assert "this is job 1 of 4; the 3 after it take about" in result.stdout
+    # the last screen: a table that fits 100 columns, then where the report is and how to open TensorBoard
+    out = result.stdout.splitlines()
+    top = next(i for i, line in enumerate(out) if line.split()[:1] == ["strategy"] and "test acc" in line)
+    assert all(len(line) <= 100 for line in out[top : top + 5]), out[top : top + 5]
+    assert sorted(line.split()[0] for line in out[top + 1 : top + 5]) == ["frozen", "full", "gradual", "lora"]
+    assert f"Report: {sweep / 'report.html'}" in result.stdout
+    assert f"TensorBoard: tensorboard --logdir {sweep}" in result.stdout
     assert len({r.get("run_id") for r in map(json.loads, (j.joinpath("metrics.json").read_text() for j in jobs))}) == 4
     records = [json.loads((job / "metrics.json").read_text()) for job in jobs]
     assert [r["strategy"] for r in records] == ["full", "frozen", "lora", "gradual"]
@@ -177,6 +184,12 @@ def test_the_console_shows_the_run_and_its_log_file_keeps_everything(tmp_path, t
     shown = run_script("train.py", *overrides, "verbose=true", f"hydra.run.dir={verbose}")
     assert shown.returncode == 0 and "GPU available" in shown.stdout + shown.stderr
 
+    # debug=fdr: the first line says what Lightning's fast_dev_run runs, not the epochs and sizes it ignores
+    look = run_script("train.py", *overrides, "debug=fdr", f"hydra.run.dir={tmp_path / 'fdr'}")
+    assert look.returncode == 0, look.stderr[-3000:]
+    assert "fast_dev_run: 1 batch(es) each of train/val/test, no checkpoint" in look.stdout
+    assert "2 epochs" not in look.stdout
+
 
 @pytest.mark.parametrize(
     ("override", "setting"),
@@ -275,3 +288,20 @@ def test_a_model_saved_with_a_head_for_other_labels_gets_a_new_head_for_the_data
     assert "the model's classification head has 2 labels, the data 3: a new head" in (run_dir / "train.log").read_text()
     predictions = pd.read_csv(run_dir / "predictions.csv")
     assert {"p_a", "p_b", "p_c"} <= set(predictions.columns) and set(predictions["label"]) == {"a", "b", "c"}
+
+
+def test_an_output_folder_in_the_way_is_refused_before_hydra_makes_it(tmp_path, tiny_models, reviews_csv):
+    """hydra.run.dir on (or under) a file, hydra.sweep.dir under one: one line, exit 2, the file untouched."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep me")
+    for setting, path, words in (
+        ("hydra.run.dir", blocker, "is a file"),
+        ("hydra.run.dir", blocker / "run", f"is under a file ({blocker})"),
+        ("hydra.sweep.dir", blocker / "sweep", f"is under a file ({blocker})"),
+    ):
+        args = (["-m"] if setting == "hydra.sweep.dir" else []) + ["strategy=frozen", f"{setting}={path}"]
+        result = run_script("train.py", *args, *tiny_overrides(tiny_models["bert"], reviews_csv), cwd=tmp_path)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert result.returncode == 2 and len(errors) == 1, result.stderr[-3000:]
+        assert f"{setting}={path} {words}" in errors[0] and "Fix:" in errors[0] and "Traceback" not in result.stderr
+        assert blocker.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]

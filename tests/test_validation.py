@@ -32,6 +32,10 @@ def bad_files(tmp_path_factory, tiny_models, reviews_csv) -> dict[str, str]:
         "no_label": "review,stars\n" + "\n".join(f"r{i},{i}" for i in range(300)),
         "neutral": _csv([*rows, ["a neutral review", "2"]]),
         "one_class": _csv([row for row in rows if row[1] != "0"]),
+        "one_two": _csv([rows[0], *([text, str(int(label) + 1)] for text, label in rows[1:])]),  # not 0..k-1
+        "fractional": _csv(
+            [rows[0], *([text, "0.5" if i % 3 == 0 else label] for i, (text, label) in enumerate(rows[1:]))]
+        ),
     }
     paths = {}
     for name, content in files.items():
@@ -52,6 +56,7 @@ def bad_files(tmp_path_factory, tiny_models, reviews_csv) -> dict[str, str]:
     )
     (custom / "my_encoder.py").write_text("raise SystemExit('custom code ran')\n")
     paths["custom_code"] = str(custom)
+    paths["folder"] = str(root)
     return paths
 
 
@@ -128,8 +133,25 @@ CASES = {
     "no devices": (["trainer.devices=0"], "trainer.devices=0"),
     "a trainer strategy Lightning lacks": (["+trainer.strategy=nonsense"], "invalid strategy name"),
     "labels to infer that are neither names nor indices": (
-        ["data.label_names=null", "data.source.data_files={one_class}"],
+        ["data.label_names=null", "data.source.data_files={one_two}"],
         "neither all strings nor the integers 0..k-1",
+    ),
+    "one class only, labels to infer": (
+        ["data.label_names=null", "data.source.data_files={one_class}"],
+        "holds one class only (1): there is nothing to tell apart",
+    ),
+    "fractional labels": (["data.source.data_files={fractional}"], "holds fractional labels (0.5)"),
+    "text and label the same column": (["data.text_column=label"], "data.text_column and data.label_column are both"),
+    "a folder as the data file": (["data.source.data_files={folder}"], "is a folder. Fix: name a file in it"),
+    "a glob matching no file": (["data.source.data_files=/no/such/*.csv"], "'/no/such/*.csv' matches no file"),
+    "lora target modules matching nothing": (
+        ["strategy=lora", "strategy.target_modules=[nope]"],
+        "strategy.target_modules=['nope'] matches no module of this bert model",
+    ),
+    "validation every 0 batches": (["+trainer.val_check_interval=0"], "trainer.val_check_interval=0 is invalid"),
+    "validation every more batches than an epoch": (
+        ["+trainer.val_check_interval=100"],
+        "trainer.val_check_interval=100 is more than the 3 training batches",
     ),
 }
 if not torch.cuda.is_available():

@@ -47,7 +47,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         default_root_dir=cfg.paths.output_dir,
     )
     evaluate_split = trainer.test if cfg.split == "test" else trainer.validate
-    metrics = evaluate_split(module, datamodule=datamodule, ckpt_path=str(ckpt_path), weights_only=True)[0]
+    metrics = evaluate_split(module, datamodule=datamodule, ckpt_path=str(ckpt_path), weights_only=True, verbose=False)[
+        0
+    ]
     record = {
         "checkpoint": str(ckpt_path),
         "split": cfg.split,
@@ -61,5 +63,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     scored = {cfg.split: module.predictions.get(cfg.split)}
     write_predictions(out, predictions_frame(scored, datamodule.fingerprints, module.label_names))
     write_json(out / "eval.json", record)
+    prefix = "test" if cfg.split == "test" else "val"
+    shown = ("acc", "f1", "auroc", "loss")
+    figures = " | ".join(f"{name} {metrics[f'{prefix}/{name}']:.4f}" for name in shown if f"{prefix}/{name}" in metrics)
+    log.info("%s: %s | %d examples", cfg.split, figures, int(metrics.get(f"{prefix}/examples", 0)))
     log.info("metrics written to %s, per example to %s", out / "eval.json", out / PREDICTIONS_FILE)
     return record

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 def export(cfg: DictConfig) -> dict[str, Any]:
     """Write the model (merged, or base name + adapter), its tokenizer and export.json into `cfg.output_dir`."""
     ckpt_path, out = find_checkpoint(cfg.ckpt_path), Path(cfg.output_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output_dir={str(out)!r} is a file. Fix: the path of a new or empty folder")
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"output_dir={str(out)!r} is not empty. Fix: another output_dir")
     run = run_config(ckpt_path)

@@ -9,6 +9,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from ftcompare.errors import ConfigError, bad_input_exits
+
 
 def write_atomic(path: Path, text: str | bytes) -> Path:
     """Write to a temp file in the same folder, then rename: readers never see a half-written file.
@@ -59,3 +64,27 @@ def discard_unused_run_dir(run_dir: Path) -> None:
             break
         if parent.name in ("outputs", "multirun"):
             break
+
+
+def check_output_folder(path: Path, setting: str) -> None:
+    """A folder results can go to: not a file, not under one, and its nearest existing folder writable."""
+    path = path.expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"is under a file ({existing})"
+        raise ConfigError(f"{setting}={path} {where}. Fix: the path of a folder (new, or one to write into)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{setting}={path}: {existing} is not writable here. Fix: a folder this user can write to")
+
+
+class CheckOutputFolder(Callback):
+    """Hydra callback: the run or sweep folder is checked before Hydra makes it (a file in the way, or a folder
+    this user cannot write, would end in Hydra's traceback)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with bad_input_exits():
+            check_output_folder(Path(config.hydra.run.dir), "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with bad_input_exits():
+            check_output_folder(Path(config.hydra.sweep.dir), "hydra.sweep.dir")

@@ -266,6 +266,8 @@ class PooledClassifier(nn.Module):
         super().__init__()
         depth = backbone.config.num_hidden_layers
         if isinstance(layers, int) and not isinstance(layers, bool) and layers >= 1:
+            if layers > depth:  # a count beyond the model (the default 4 on a 2-layer model): all its layers
+                log.info("strategy.layers=%d: this model has %d layers, the head reads all of them", layers, depth)
             layers = tuple(range(-1, -min(layers, depth) - 1, -1))
         elif isinstance(layers, Sequence) and not isinstance(layers, str):
             layers = tuple(layers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 import warnings
 from pathlib import Path
@@ -22,7 +23,7 @@ from ftcompare.provenance import next_job_in_process, process_info, provenance
 from ftcompare.report.tables import summary_line
 from ftcompare.resume import check_resumable, last_checkpoint, resume_from, run_id
 from ftcompare.runs import save_resolved_config
-from ftcompare.validation import validate
+from ftcompare.validation import check_val_check_interval, validate
 
 log = logging.getLogger(__name__)
 SLICING = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "fast_dev_run")
@@ -88,10 +89,15 @@ def log_hparams_with_results(trainer: L.Trainer, record: dict[str, Any]) -> None
 def start_line(cfg: DictConfig, module: L.LightningModule, trainer: L.Trainer) -> str:
     """What a run is about to do, in one line: the settings a comparison turns on, and where it writes."""
     data = cfg.data
+    fast_dev_run = cfg.trainer.get("fast_dev_run")
+    if fast_dev_run:  # debug=fdr: Lightning runs n batches of each, whatever the epochs and sizes say
+        batches = 1 if fast_dev_run is True else int(fast_dev_run)
+        extent = f"fast_dev_run: {batches} batch(es) each of train/val/test, no checkpoint"
+    else:
+        extent = f"{cfg.trainer.max_epochs} epochs, train/val/test {data.train_size}/{data.val_size}/{data.test_size}"
     return (
         f"{module.name} on {portable_name(cfg.model.name_or_path)}: lr {cfg.optimizer.lr:g}, batch {data.batch_size}, "
-        f"{cfg.trainer.max_epochs} epochs, max_length {data.max_length}, {trainer.precision} on "
-        f"{trainer.strategy.root_device.type}, train/val/test {data.train_size}/{data.val_size}/{data.test_size} "
+        f"{extent}, max_length {data.max_length}, {trainer.precision} on {trainer.strategy.root_device.type} "
         f"-> {cfg.paths.output_dir} (run {run_id(cfg.paths.output_dir)})"
     )
 
@@ -117,6 +123,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")  # fail on bad data before the model is loaded
+    check_val_check_interval(cfg, math.ceil(len(datamodule.splits["train"]) / cfg.data.batch_size))
     cfg.data.label_names = datamodule.label_names  # inferred from the data when the config gives none
     module = build_module(cfg)
     trainer = build_trainer(cfg)

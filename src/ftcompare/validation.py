@@ -160,11 +160,22 @@ def _validate_training(cfg: DictConfig) -> None:
                 "Fix: e.g. optimizer.betas=[0.9,0.999]"
             )
     for key, fix in (
-        ("trainer.accumulate_grad_batches", "e.g. trainer.accumulate_grad_batches=1"),
+        ("trainer.accumulate_grad_batches", "e.g. +trainer.accumulate_grad_batches=2 (+: not in conf/trainer)"),
         ("trainer.log_every_n_steps", "e.g. trainer.log_every_n_steps=10"),
     ):
         if _present(cfg, key):
             integer_setting(cfg, key, fix)
+    interval = OmegaConf.select(cfg, "trainer.val_check_interval")
+    if interval is not None and (
+        isinstance(interval, bool)
+        or not isinstance(interval, (int, float))
+        or interval <= 0
+        or (isinstance(interval, float) and interval > 1)
+    ):
+        raise ConfigError(
+            f"trainer.val_check_interval={interval!r} is invalid: it must be a number of training batches (an "
+            "integer >= 1) or a fraction of an epoch (0.0 < x <= 1.0). Fix: e.g. +trainer.val_check_interval=0.5"
+        )
     for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
         value = OmegaConf.select(cfg, f"trainer.{key}")
         if value is None:
@@ -179,6 +190,21 @@ def _validate_training(cfg: DictConfig) -> None:
                 f"trainer.{key}={value!r} is invalid: it must be a number of batches (an integer >= 0) or a "
                 f"fraction between 0.0 and 1.0. Fix: e.g. trainer.{key}=10, or null for all"
             )
+
+
+def check_val_check_interval(cfg: DictConfig, train_batches: int) -> None:
+    """A validation every n batches needs n within an epoch (known once the data is split)."""
+    interval = OmegaConf.select(cfg, "trainer.val_check_interval")
+    limit = OmegaConf.select(cfg, "trainer.limit_train_batches")
+    if isinstance(limit, int):
+        train_batches = min(train_batches, limit)
+    elif isinstance(limit, float):
+        train_batches = int(train_batches * limit)
+    if isinstance(interval, int) and not isinstance(interval, bool) and interval > train_batches:
+        raise ConfigError(
+            f"trainer.val_check_interval={interval} is more than the {train_batches} training batches of an epoch. "
+            f"Fix: trainer.val_check_interval={train_batches} or fewer, or a fraction of the epoch, e.g. 0.5"
+        )
 
 
 def _plain(value: Any) -> Any:

@@ -12,8 +12,8 @@ from typing import Any
 
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 
-# Run by the page once it has loaded: how many images, how many failed to load, the numbers printed with six or more
-# decimals (a float as stored, not as a reader wants it), and the page's visible text.
+# Run by the page once it has loaded (in a 1,280 px wide window): how many images, how many failed to load, the numbers
+# printed with six or more decimals (a float as stored, not as a reader wants it), the page's width, its visible text.
 CHECK = """<script>
 addEventListener("load", () => {
   const images = [...document.images];
@@ -24,6 +24,7 @@ addEventListener("load", () => {
     images: images.length,
     broken: images.filter((i) => !(i.complete && i.naturalWidth > 0)).map((i) => i.alt),
     unrounded: text.match(/\\d+\\.\\d{6,}/g) || [],
+    width: document.documentElement.scrollWidth,
     text: text,
   });
   document.body.appendChild(out);
@@ -38,7 +39,7 @@ def browser_check(page: Path, workdir: Path) -> dict[str, Any]:
     assert CHROMIUM is not None
     result = subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000", "--dump-dom",
-         copy.as_uri()],
+         "--window-size=1280,800", copy.as_uri()],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     found = re.search(r'<pre id="browser-check">(.*?)</pre>', result.stdout, re.S)

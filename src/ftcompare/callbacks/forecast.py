@@ -85,11 +85,13 @@ class Forecast(L.Callback):
             batches = epochs_left * sum(trainer.num_val_batches) + _test_batches(trainer)
             seconds += batches * self.eval_batch_time
             evaluation = f"{batches} evaluation batches at {self.eval_batch_time:.2g} s"
-        quicker = "debug=limit for a look at a few batches"
+        sliced = trainer.limit_train_batches != 1.0 or trainer.fast_dev_run  # a look already: no debug=limit
+        options = [] if sliced else ["debug=limit for a look at a few batches"]
         if trainer.strategy.root_device.type == "cpu":
-            quicker += " or a GPU (trainer.accelerator=gpu)"  # not attention dropout 0.0: at most 8% (docs/results.md)
+            options.append("a GPU (trainer.accelerator=gpu)")  # not attention dropout 0.0: at most 8% (results.md)
+        quicker = f". Quicker: {' or '.join(options)}" if options else ""
         log.info(
-            "forecast: this run ends in %s %s (%d of %d training steps left at %.3g s, %s%s). Quicker: %s",
+            "forecast: this run ends in %s %s (%d of %d training steps left at %.3g s, %s%s)%s",
             how,
             duration(seconds),
             timed_steps - trainer.global_step,

@@ -9,28 +9,32 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
+from datasets import ClassLabel, Dataset, DatasetDict
 from datasets.fingerprint import Hasher
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, DataCollatorWithPadding
 
 from ftcompare.data.sampling import EpochOrder, ResumableBatches
+from ftcompare.data.sources import load_source
 from ftcompare.data.truncation import check_truncation, encode
-from ftcompare.errors import ConfigError, first_line
+from ftcompare.errors import ConfigError
 from ftcompare.models import load_pretrained
 
 log = logging.getLogger(__name__)
-_DATA_FIX = "a UTF-8 CSV with a header row, a text and a label column and one example per row (or JSON lines, Parquet)"
-_READERS = ("pandas", "pyarrow", "json", "datasets")
 EXAMPLE = "example"  # the batch key of each row's index in its split
-_FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-_FILE_OPTIONS = {".tsv": {"sep": "\t"}}  # what a builder needs for an extension (unless the config says otherwise)
+
+
+def _fractional(found: set[Any], column: str) -> str:
+    fractions = sorted(v for v in found if isinstance(v, float) and not v.is_integer())
+    return (
+        f"data column {column!r} holds fractional labels ({', '.join(map(str, fractions[:3]))}): a label is a class, "
+        "not a score. Fix: map each value to a class (an integer 0..k-1 or a name) in the file"
+    )
 
 
 def _infer_label_names(found: set[Any], column: str) -> list[str]:
@@ -38,6 +42,8 @@ def _infer_label_names(found: set[Any], column: str) -> list[str]:
     0..k-1 are named by their digits. The mapping is logged, so a run says what its classes were."""
     if all(isinstance(v, str) for v in found):
         names = sorted(found)
+    elif any(isinstance(v, float) and not v.is_integer() for v in found):
+        raise ConfigError(_fractional(found, column))
     elif all(isinstance(v, int) and not isinstance(v, bool) for v in found) and found == set(range(len(found))):
         names = [str(v) for v in sorted(found)]
     else:
@@ -90,53 +96,14 @@ class TextClassificationDataModule(L.LightningDataModule):
         self.resume_at: tuple[int, int] | None = None  # (epoch, batches trained in it) from a checkpoint
         self.label_names: list[str] | None = list(label_names) if label_names is not None else None
 
-    def _load(self) -> DatasetDict:
-        source = dict(self.hparams.source)
-        files = source.get("data_files")
-        if files is not None:
-            paths = list(files.values()) if isinstance(files, dict) else [files]
-            for path in paths:
-                if not Path(path).expanduser().is_file():
-                    raise ConfigError(
-                        f"data.source.data_files={path!r} does not exist. Fix: point it at a CSV, JSON or "
-                        "Parquet file with a text and a label column, or use data=imdb (embedded)"
-                    )
-                if Path(path).expanduser().stat().st_size == 0:
-                    raise ConfigError(f"data.source.data_files={path!r} is empty. Fix: {_DATA_FIX}")
-            if source.get("path") is None:
-                suffix = Path(paths[0]).suffix.lower()
-                if suffix not in _FILE_BUILDERS:
-                    raise ConfigError(
-                        f"data.source.data_files={paths[0]!r}: unknown file type {suffix!r}. "
-                        f"Fix: use one of {sorted(_FILE_BUILDERS)} or set data.source.path=csv|json|parquet"
-                    )
-                source["path"] = _FILE_BUILDERS[suffix]
-                source = {**_FILE_OPTIONS.get(suffix, {}), **source}
-        try:
-            loaded = load_dataset(**source)
-        except (OSError, ConnectionError) as err:
-            raise ConfigError(
-                f"data.source.path={source.get('path')!r} could not be loaded ({type(err).__name__}: "
-                f"{first_line(err)}). Fix: with no network use data=imdb "
-                "(embedded) or data=files data.source.data_files=<local file>"
-            ) from err
-        except Exception as err:  # datasets wraps the reader's error (pandas, arrow, json, codecs)
-            cause = err.__cause__ or err
-            if isinstance(cause, UnicodeDecodeError):
-                raise ConfigError(
-                    f"data.source.data_files={files!r} is not UTF-8 text ({cause.reason} at byte {cause.start}). "
-                    "Fix: re-save it as UTF-8, or name its encoding: +data.source.encoding=latin-1"
-                ) from err
-            if not isinstance(cause, ValueError) and type(cause).__module__.split(".")[0] not in _READERS:
-                raise
-            raise ConfigError(
-                f"data.source={source!r} could not be read ({first_line(cause)}). Fix: {_DATA_FIX}"
-            ) from err
-        return loaded
-
     def _prepare(self, ds: Dataset, split: str) -> Dataset:
         """Filter rows, check columns and labels, rename to `text` / `labels` as ClassLabel."""
         hp = self.hparams
+        if hp.text_column == hp.label_column:
+            raise ConfigError(
+                f"data.text_column and data.label_column are both {hp.text_column!r}. Fix: name the text column "
+                f"and the label column of the data (it has {ds.column_names})"
+            )
         missing = [c for c in (hp.text_column, hp.label_column) if c not in ds.column_names]
         if missing:
             raise ConfigError(
@@ -162,6 +129,13 @@ class TextClassificationDataModule(L.LightningDataModule):
         if self.dropped[split]:
             log.warning("split %r: dropped %d empty, whitespace-only or missing texts", split, self.dropped[split])
         found = set(ds.unique(hp.label_column))
+        if any(isinstance(v, float) and not v.is_integer() for v in found):
+            raise ConfigError(_fractional(found, hp.label_column))
+        if len(found) == 1:
+            raise ConfigError(
+                f"data column {hp.label_column!r} of split {split!r} holds one class only ({next(iter(found))!r}): "
+                "there is nothing to tell apart. Fix: data with at least two classes"
+            )
         if self.label_names is None:
             self.label_names = _infer_label_names(found, hp.label_column)
         names = self.label_names
@@ -194,12 +168,15 @@ class TextClassificationDataModule(L.LightningDataModule):
         pool = self._dedup(self._prepare(loaded[hp.pool_split], hp.pool_split))
         if hp.test_split:
             test_pool = self._dedup(self._prepare(loaded[hp.test_split], hp.test_split), set(pool["text"]))
-            _check_fits("test_size", hp.test_size, len(test_pool), hp.test_split)
+            _check_fits("test_size", hp.test_size, len(test_pool), hp.test_split, self.dropped[hp.test_split])
             test = self._draw(test_pool, hp.test_size, "test_size")[1]
-            _check_fits("train_size + val_size", hp.train_size + hp.val_size, len(pool), hp.pool_split)
+            need, dropped = hp.train_size + hp.val_size, self.dropped[hp.pool_split]
+            _check_fits("train_size + val_size", need, len(pool), hp.pool_split, dropped)
         else:
             need = hp.train_size + hp.val_size + hp.test_size
-            _check_fits("train_size + val_size + test_size", need, len(pool), hp.pool_split)
+            _check_fits(
+                "train_size + val_size + test_size", need, len(pool), hp.pool_split, self.dropped[hp.pool_split]
+            )
             pool, test = self._draw(pool, hp.test_size, "test_size")
         train, val = self._draw(pool, hp.val_size, "val_size", hp.train_size)
         if hp.train_subset is not None:
@@ -247,7 +224,7 @@ class TextClassificationDataModule(L.LightningDataModule):
 
     def raw_splits(self) -> DatasetDict:
         """The untokenised splits (`text`, `labels`), e.g. for classical baselines."""
-        return self._split(self._load())
+        return self._split(load_source(self.hparams.source))
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits is None:
@@ -349,9 +326,11 @@ def split_fingerprint(split: Dataset) -> str:
     return digest.hexdigest()
 
 
-def _check_fits(setting: str, need: int, have: int, split: str) -> None:
+def _check_fits(setting: str, need: int, have: int, split: str, dropped: int = 0) -> None:
     if need > have:
+        blank = f" ({dropped} empty or missing texts dropped)" if dropped else ""
         raise ConfigError(
             f"data.{setting.replace(' + ', ' + data.')} = {need} does not fit: split {split!r} has {have} unique "
-            "labelled texts after de-duplication. Fix: lower the split sizes"
+            f"labelled texts after de-duplication{blank}. Fix: lower the split sizes"
+            + (", or fill in the empty texts" if dropped else "")
         )

@@ -25,4 +25,5 @@ class ReportOnMultirunEnd(Callback):
         except Exception:  # a report bug must not hide the finished runs
             log.exception("could not write the report; re-run it with: python report.py %s", sweep_dir)
             return
-        log.info("\n%s\nreport: %s", report.terminal(), ", ".join(str(p) for p in paths))
+        log.info("\n%s", report.terminal())
+        log.debug("report files: %s", ", ".join(str(p) for p in paths))

@@ -21,7 +21,25 @@ from ftcompare.report.baseline import baseline_table, sweep_baseline, whole_text
 from ftcompare.report.paired import display_paired, paired_table
 from ftcompare.report.reading import reading, search_result, sharing_caveats
 from ftcompare.report.records import CONFIG, SETTING, collect_runs, common_overrides, read_val_curves
-from ftcompare.report.tables import best_per_strategy, display_table, markdown_table, summarise
+from ftcompare.report.tables import (
+    HEADERS,
+    best_per_strategy,
+    compact_table,
+    display_table,
+    markdown_table,
+    summarise,
+)
+
+# The "All runs" table of report.html: column, header with its unit
+RUN_FIGURES = [
+    ("epochs_run", "epochs"),
+    ("val_acc", "best val acc"),
+    ("test_acc", "test acc"),
+    ("test_f1", "test F1"),
+    ("fit_time_s", "fit (s)"),
+    ("tensor_memory_mib", "tensors (MiB)"),
+    ("trainable_pct", "trainable %"),
+]
 
 # Trade-off plots: x column, axis label, log scale.
 TRADEOFFS = [
@@ -146,10 +164,10 @@ class Report:
         for image in images:
             data = base64.b64encode(image.read_bytes()).decode()
             body.append(f'<figure><img alt="{image.stem}" src="data:image/png;base64,{data}"></figure>')
-        runs = self.runs.drop(columns=["variant"])
-        for column in ("started", "ended"):  # seconds since the epoch, as a reader reads a time
-            runs[column] = pd.to_datetime(runs[column], unit="s", utc=True).dt.strftime("%Y-%m-%d %H:%M:%S UTC")
-        body.append(f"<h2>All runs</h2>{table(runs)}")
+        body.append(
+            f"<h2>All runs</h2><p>The columns a comparison reads; every column is in "
+            f"<code>results.csv</code>.</p>{table(self.runs_table())}"
+        )
         style = (
             "body{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em}"
             "table.t{border-collapse:collapse;font-size:13px}.t td,.t th{padding:3px 8px;border-bottom:1px solid #ddd}"
@@ -159,6 +177,17 @@ class Report:
             f'<!doctype html><html><head><meta charset="utf-8"><title>ftcompare report</title>'
             f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
         )
+
+    def runs_table(self) -> pd.DataFrame:
+        """The runs for a page of about 1,280 px: chosen columns with units, a setting only where runs differ."""
+        runs = self.runs
+        varying = [c for c in [*SETTING, "lr", "batch_size", "max_epochs"] if runs[c].astype(str).nunique() > 1]
+        columns = ["job", "status", "strategy", *varying, "seed", *(c for c, _ in RUN_FIGURES)]
+        table = runs[[c for c in columns if c in runs.columns]].copy()
+        table["started"] = pd.to_datetime(runs["started"], unit="s", utc=True).dt.strftime("%m-%d %H:%M")
+        if (runs["status"] != "ok").any():
+            table["error"] = runs["error"].fillna("").str.slice(0, 80)
+        return table.rename(columns={**HEADERS, **dict(RUN_FIGURES), "started": "started (UTC)"})
 
     def write(self) -> list[Path]:
         """results.csv, summary.md, the PNGs and report.html in the sweep folder; returns the paths."""
@@ -187,11 +216,17 @@ class Report:
         return [out / "results.csv", out / "summary.md", *images, out / "report.html"]
 
     def terminal(self) -> str:
+        """The sweep's last screen: the header, a table that fits 100 columns, the reading, where to look next."""
         lines = [*self.header()]
         if not self.stats.empty:
-            lines += ["", markdown_table(display_table(self.stats)), ""]
+            lines += ["", compact_table(self.stats).to_string(index=False), ""]
             lines += self.sentences
         lines += [*self.search, *self.failed_lines()]
+        lines += [
+            "",
+            f"Report: {self.sweep_dir / 'report.html'} (every column: summary.md and results.csv beside it)",
+            f"TensorBoard: tensorboard --logdir {self.sweep_dir}",
+        ]
         return "\n".join(lines)
 
 

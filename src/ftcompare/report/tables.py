@@ -116,5 +116,21 @@ def display_table(stats: pd.DataFrame) -> pd.DataFrame:
     return table.drop(columns=constant).rename(columns=HEADERS)
 
 
+# The sweep's last screen: what a terminal of 100 columns shows without wrapping (the rest: summary.md)
+COMPACT = [("test acc", "test_acc", "{:.4f}"), ("fit (s)", "fit_time_s", "{:.0f}"),
+           ("tensors (MiB)", "tensor_memory_mib", "{:.0f}"), ("trainable %", "trainable_pct", "{:.2f}")]  # fmt: skip
+
+
+def compact_table(stats: pd.DataFrame) -> pd.DataFrame:
+    """The summary for the console: the settings that differ between rows, then accuracy and cost."""
+    varying = [c for c in [*SETTING, *CONFIG] if stats[c].astype(str).nunique() > 1 or c == "strategy"]
+    table = stats[varying].copy().rename(columns=HEADERS)
+    if stats["seeds"].max() > 1:
+        table["seeds"] = stats["seeds"]
+    for label, column, fmt in COMPACT:
+        table[label] = [_mean_std(row, column, fmt, column not in SAME_FOR_EVERY_SEED) for _, row in stats.iterrows()]
+    return table
+
+
 def markdown_table(table: pd.DataFrame) -> str:
     return table.to_markdown(index=False, disable_numparse=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 from peft import IA3Config, LoraConfig, TaskType, get_peft_model
+from peft.utils.error import NoMatchingPeftModuleError
 
 from ftcompare.errors import ConfigError
 from ftcompare.models import anatomy
@@ -51,7 +52,16 @@ class LoRA(FineTuningStrategy):
             use_dora=use_dora,
             modules_to_save=parts.head,  # e.g. DistilBERT's pre_classifier, BERT's pooler
         )
-        self.model = get_peft_model(model, config)
+        try:
+            self.model = get_peft_model(model, config)
+        except NoMatchingPeftModuleError as err:
+            linears = sorted({name.rsplit(".", 1)[-1] for name in parts.linears(model, lambda name: True)})
+            asked, kind = sorted(config.target_modules), model.config.model_type
+            raise ConfigError(
+                f"strategy.target_modules={asked} matches no module of this {kind} model. Fix: some of its "
+                f"Linear layers {linears}, null for its query/value projections ({sorted(parts.query_value)}), "
+                "or all-linear"
+            ) from err
 
     @classmethod
     def check_config(cls, cfg: DictConfig) -> None:
