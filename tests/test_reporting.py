@@ -117,6 +117,7 @@ def test_sweeps_merge_into_one_report_that_says_what_it_merged(tiny_sweep, tmp_p
         whole.sort_values(key)["test_acc"].reset_index(drop=True),
     )
     assert all((out / d / "metrics.json").is_file() for d in merged["dir"])  # folders relative to the report
+    assert (out / "val_acc_per_epoch.png").is_file()  # the runs' own files read through those relative folders
     summary = (out / "summary.md").read_text()
     assert f"Merged from 2 sweeps, written to `{out}`" in summary and f"`{tmp_path / 'a'}`: 2 runs" in summary
     assert markdown_rows(summary.split("## Per configuration")[1])[0]["seeds"] == "2"

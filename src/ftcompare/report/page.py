@@ -271,4 +271,5 @@ def build_report(*sweep_dirs: str | Path, out: str | Path | None = None) -> Repo
                 "(multirun/<date>/<time>)"
             )
         frames.append(runs.assign(sweep=str(sweep_dir)) if len(sweep_dirs) > 1 else runs)
+    out_dir.mkdir(parents=True, exist_ok=True)  # the runs' folders are relative to it (`../a/0_lora`)
     return Report(out_dir, pd.concat(frames, ignore_index=True), sources=[Path(d) for d in sweep_dirs])

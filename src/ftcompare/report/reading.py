@@ -162,8 +162,11 @@ def sharing_caveats(runs: pd.DataFrame) -> list[str]:
 
 
 def _jobs(runs: pd.DataFrame) -> str:
-    """`Job 3` or `Jobs 1, 3`."""
-    return ("Job " if len(runs) == 1 else "Jobs ") + ", ".join(str(j) for j in sorted(runs["job"]))
+    """`Job 3` or `Jobs 1, 3`; in a merged report `Jobs a/1, b/1` (each sweep numbers its own)."""
+    names = runs["job"].astype(str)
+    if "sweep" in runs:
+        names = runs["sweep"].map(lambda s: Path(s).name) + "/" + names
+    return ("Job " if len(runs) == 1 else "Jobs ") + ", ".join(sorted(names, key=lambda n: (len(n), n)))
 
 
 def _test_size(split: str) -> int | None:
