@@ -144,7 +144,7 @@ def axis_view(table: pd.DataFrame, key: str) -> bytes:
                 points = points.sort_values(key)
                 ax.errorbar(
                     points[key], points[f"{figure}_mean"], yerr=points[f"{figure}_std"], marker="o", capsize=3,
-                    color=colors[line], label=line,
+                    color=_color(strategy) if line == strategy else colors[line], label=line,
                 )  # fmt: skip
             if figure == "test_acc":
                 picked = rows[rows["picked"]]
