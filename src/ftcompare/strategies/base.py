@@ -109,11 +109,12 @@ class FineTuningStrategy(L.LightningModule):
             AutoConfig, self.model_cfg["name_or_path"], self.model_cfg.get("trust_remote_code", False)
         )
         has_head = any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
-        if has_head and config.num_labels != labels:
+        relabelled = has_head and config.num_labels != labels
+        if relabelled:
             log.info(
                 "the model's classification head has %d labels, the data %d: a new head", config.num_labels, labels
             )
-        return has_head and config.num_labels != labels
+        return relabelled
 
     def load_pretrained(self, loader: Any, **kwargs: Any) -> PreTrainedModel:
         """The configured model; the checkpoint contents learn which parameters hold its loaded weights (not a
