@@ -16,12 +16,13 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from ftcompare.builders import build_datamodule
 from ftcompare.io import write_json
 from ftcompare.report.baseline import baseline_table, sweep_baseline
 from ftcompare.report.plots import label_offsets
 from ftcompare.report.reading import reading
 from ftcompare.report.records import MEASURED, _variants, collect_runs, common_overrides, read_val_curves
-from ftcompare.report.tables import best_per_strategy, pareto_front, summarise
+from ftcompare.report.tables import best_per_strategy, display_table, pareto_front, summarise
 from ftcompare.resolvers import job_dirname
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -57,7 +58,10 @@ def test_results_csv_has_one_row_per_run_matching_its_metrics(tiny_sweep):
         assert row["strategy"] == record["strategy"] and row["seed"] == record["seed"]
         for column, (section, key) in MEASURED.items():
             assert row[column] == pytest.approx(record[section][key]), column
+        assert record["memory"]["method"].startswith(row["memory_method"] + ": ")
     assert (results.loc[results["strategy"] == "lora", "trainable_pct"] < 100).all()
+    assert set(results["memory_method"]) == {"torch MemTracker"}
+    assert "tensor memory measured by: torch MemTracker" in (tiny_sweep / "summary.md").read_text()
 
 
 def markdown_rows(section: str) -> list[dict[str, str]]:
@@ -147,23 +151,36 @@ def test_runs_with_limited_batches_are_marked_and_not_given_a_test_size(tiny_swe
 
 
 def test_the_baseline_is_computed_once_on_the_runs_split_and_shown(tmp_path, compose_cfg, tiny_models, reviews_csv):
-    """One split shared by the runs: TF-IDF is fitted on it, kept in baselines.json, and shown in the report."""
+    """One split shared by the runs: TF-IDF is fitted on it, kept in baselines.json with the split's fingerprints,
+    shown in the report, and fitted again when the runs' splits are other ones."""
     cfg = compose_cfg(*tiny_overrides(tiny_models["bert"], reviews_csv))
-    (tmp_path / "0_full" / ".hydra").mkdir(parents=True)
-    OmegaConf.save(cfg, tmp_path / "0_full" / ".hydra" / "config.yaml")
+    run_dir = tmp_path / "0_full"
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    datamodule = build_datamodule(cfg)
+    datamodule.setup()
+    fingerprints = datamodule.fingerprints
+
+    (run_dir / "metrics.json").write_text(json.dumps({"provenance": {"split_fingerprints": fingerprints}}))
     runs = pd.DataFrame(
         [{"model": "m", "data": "files", "split": "64/32/32 seed 42", "max_length": 64, "dir": "0_full"}]
     )
     baseline = sweep_baseline(tmp_path, runs)
     assert json.loads((tmp_path / "baselines.json").read_text()) == baseline
     assert set(baseline["tfidf_whole_text"]) == {"validation", "test"} and "tfidf_head_tail_64_tokens" in baseline
+    assert baseline["split_fingerprints"] == fingerprints
     table = baseline_table(baseline)
     assert list(table["baseline"]) == [
         "TF-IDF + logistic regression, whole review",
         "TF-IDF + logistic regression, the model's 64 tokens (head_tail)",
     ]
-    (tmp_path / "0_full" / ".hydra" / "config.yaml").unlink()  # the kept file is read, nothing recomputed
-    assert sweep_baseline(tmp_path, runs) == baseline
+    kept = {**baseline, "tfidf_whole_text": {"test": 0.5}}
+    (tmp_path / "baselines.json").write_text(json.dumps(kept))
+    assert sweep_baseline(tmp_path, runs) == kept  # made on the same splits: read, not fitted again
+    for stale in ({**kept, "split_fingerprints": {**fingerprints, "test": "another split"}}, {"tfidf_whole_text": {}}):
+        (tmp_path / "baselines.json").write_text(json.dumps(stale))  # other splits, or no fingerprints: fitted again
+        assert sweep_baseline(tmp_path, runs) == baseline
+        assert json.loads((tmp_path / "baselines.json").read_text()) == baseline
     assert sweep_baseline(tmp_path / "other", pd.concat([runs, runs.assign(data="imdb")])) is None  # two datasets
 
 
@@ -242,6 +259,7 @@ def _runs(rows: list[dict]) -> pd.DataFrame:
     """Hand-made results rows with everything the summary needs."""
     base = {"status": "ok", "data": "imdb", "split": "4000/1000/1000 seed 42", "max_length": 256}
     base |= {"batch_size": 16, "max_epochs": 3, "variant": "", **dict.fromkeys(MEASURED, 1.0)}
+    base |= {"memory_method": "torch MemTracker"}
     return pd.DataFrame([{**base, **row} for row in rows])
 
 
@@ -314,6 +332,21 @@ def test_the_verdict_and_the_baseline_follow_the_numbers():
     )
     baseline = next(s for s in sentences if s.startswith("against TF-IDF"))
     assert "(test 0.878, whole review)" in baseline and "full +0.012" in baseline and "frozen -0.038" in baseline
+
+
+def test_an_analytic_memory_figure_is_shown_as_one_and_named_in_the_reading():
+    """Where MemTracker was missing for some runs, the table says which figure is the analytic count and the
+    reading names the strategies whose memory it understates."""
+    rows = [
+        {"model": "m", "strategy": strategy, "lr": 1e-4, "seed": 0, "memory_method": method}
+        for strategy, method in [("full", "torch MemTracker"), ("frozen", "analytic"), ("lora", "torch MemTracker")]
+    ]
+    stats = summarise(_runs(rows))
+    table = display_table(stats).set_index("strategy")
+    assert dict(table["memory method"]) == {r["strategy"]: r["memory_method"] for r in rows}
+    assert "memory method" not in display_table(summarise(_runs(rows[::2]))).columns  # shared: the header says it
+    (note,) = [s for s in reading(best_per_strategy(stats)) if "analytic" in s]
+    assert note.startswith("the tensor memory of frozen is the analytic count")
 
 
 def test_job_folder_names_keep_swept_values_and_drop_slashes(tmp_path):

@@ -305,3 +305,20 @@ def test_an_output_folder_in_the_way_is_refused_before_hydra_makes_it(tmp_path, 
         assert result.returncode == 2 and len(errors) == 1, result.stderr[-3000:]
         assert f"{setting}={path} {words}" in errors[0] and "Fix:" in errors[0] and "Traceback" not in result.stderr
         assert blocker.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_without_a_checkpoint_callback_val_and_test_are_scored_on_the_last_epoch(tmp_path, tiny_models, reviews_csv):
+    """`callbacks=none`: no best checkpoint to choose; Lightning's own checkpoint of the last epoch (in the
+    TensorBoard run folder) is what val and test report, as the README's outputs table says."""
+    overrides = [o for o in tiny_overrides(tiny_models["bert"], reviews_csv) if not o.startswith("callbacks.")]
+    run_dir = tmp_path / "run"
+    result = run_script("train.py", "strategy=full", "callbacks=none", *overrides, f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((run_dir / "metrics.json").read_text())
+    checkpoint = Path(record["checkpoint"])
+    assert checkpoint.name == "epoch=1-step=6.ckpt" and checkpoint.parent.parent.parent.name == "tensorboard"
+    assert [p.name for p in run_dir.rglob("*.ckpt")] == [checkpoint.name]  # no best-by-val/acc, no last.ckpt
+    accumulator = EventAccumulator(events_dir(run_dir))
+    accumulator.Reload()
+    last_validation = accumulator.Scalars("val/acc")[-1]
+    assert (last_validation.step, last_validation.value) == (5, pytest.approx(record["val"]["val/acc"]))

@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from ftcompare.builders import build_datamodule
+from ftcompare.data.datamodule import split_fingerprint
 from ftcompare.data.truncation import encode
 from ftcompare.io import write_json
 
@@ -54,5 +55,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
     for key, value in result.items():
         log.info("%s: %s", key, value)
+    # which examples it was fitted and scored on: a report reuses this file only for runs on the same splits
+    result["split_fingerprints"] = {name: split_fingerprint(ds) for name, ds in splits.items()}
     write_json(Path(cfg.paths.output_dir) / "baselines.json", result)
     return result

@@ -21,13 +21,20 @@ FILE = "baselines.json"
 
 
 def sweep_baseline(sweep_dir: Path, runs: pd.DataFrame) -> dict[str, Any] | None:
-    """The sweep's baselines.json, computed on the first run's split if missing; None when its runs do not share
-    one split and window, the split is sliced, or scikit-learn is not installed (`pip install -e .[baselines]`)."""
-    path = Path(sweep_dir) / FILE
-    if path.is_file():
-        return json.loads(path.read_text())
+    """The sweep's baselines.json, computed on the first run's split unless the file was made on exactly the runs'
+    splits (same fingerprints); None when its runs do not share one split and window, the split is sliced, or
+    scikit-learn is not installed (`pip install -e .[baselines]`)."""
     shared = runs[SETTING].drop_duplicates()  # one model, data, split and window
-    if len(shared) != 1 or "(" in str(shared["split"].iloc[0]) or importlib.util.find_spec("sklearn") is None:
+    if len(shared) != 1 or "(" in str(shared["split"].iloc[0]):
+        return None
+    path = Path(sweep_dir) / FILE
+    splits = _split_fingerprints(Path(sweep_dir) / runs["dir"].iloc[0])
+    if path.is_file():
+        kept = json.loads(path.read_text())
+        if kept.get("split_fingerprints") == splits:
+            return kept
+        log.warning("%s was made on other splits than the runs': computing it again", path)
+    if importlib.util.find_spec("sklearn") is None:
         return None
     from ftcompare.baselines import run  # loads the data: only when there is a baseline to compute
     from ftcompare.resolvers import register_resolvers
@@ -40,6 +47,12 @@ def sweep_baseline(sweep_dir: Path, runs: pd.DataFrame) -> dict[str, Any] | None
     except Exception:  # the report must not fail for its baseline
         log.exception("could not compute the TF-IDF baseline; `python baselines.py` with the runs' data settings")
         return None
+
+
+def _split_fingerprints(run_dir: Path) -> dict[str, str] | None:
+    """The fingerprint of each split a finished run trained and was scored on (its metrics.json)."""
+    record = json.loads((run_dir / "metrics.json").read_text())
+    return record.get("provenance", {}).get("split_fingerprints")
 
 
 def baseline_table(baseline: dict[str, Any]) -> pd.DataFrame:

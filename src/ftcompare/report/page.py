@@ -41,6 +41,8 @@ RUN_FIGURES = [
     ("trainable_pct", "trainable %"),
 ]
 
+HEADER_NAMES = {"memory_method": "tensor memory measured by"}
+
 # Trade-off plots: x column, axis label, log scale.
 TRADEOFFS = [
     ("fit_time_s", "fit time (s)", False),
@@ -97,10 +99,10 @@ class Report:
         shared = common_overrides(self.runs)
         if shared:
             lines.append("Overrides shared by every run: " + ", ".join(f"`{o}`" for o in shared))
-        for column in [*SETTING, "max_epochs", "precision", "device"]:
+        for column in [*SETTING, "max_epochs", "precision", "device", "memory_method"]:
             values = sorted(self.runs[column].dropna().astype(str).unique())
             if len(values) == 1:
-                lines.append(f"{column}: {values[0]}")
+                lines.append(f"{HEADER_NAMES.get(column, column)}: {values[0]}")
         settings = self.stats[SETTING].drop_duplicates()
         if len(settings) > 1:
             lines.append(f"{len(settings)} different model/data settings: runs are grouped by them, never mixed.")

@@ -59,6 +59,13 @@ def reading(best: pd.DataFrame, baseline_test: float | None = None, paired: pd.D
                 f" {_pct(row[f'{memory}_mean'], ref[f'{memory}_mean'])} of its {_MEMORY[memory]} and"
                 f" {_pct(row['fit_time_s_mean'], ref['fit_time_s_mean'])} of its fit time."
             )
+        analytic = [name for name, method in group["memory_method"].items() if "analytic" in str(method)]
+        if memory == "tensor_memory_mib" and analytic:
+            sentences.append(
+                f"{prefix}the tensor memory of {', '.join(analytic)} is the analytic count (torch's MemTracker was"
+                " missing): it leaves out tensors that live only in the forward pass, most of what a frozen backbone"
+                " or gradual's first stage hold, so it understates them."
+            )
         for column, what in [("fit_time_s_mean", "fastest"), (f"{memory}_mean", f"leanest in {_MEMORY[memory]}")]:
             name = group[column].idxmin()
             sentences.append(f"{prefix}{what}: {name} ({group.loc[name, column]:,.0f} {_unit(column)}).")

@@ -123,6 +123,7 @@ def collect_runs(sweep_dir: Path, relative_to: Path | None = None) -> pd.DataFra
             "seed": _select(cfg, "seed"),
             "epochs_run": None,
             **dict.fromkeys(MEASURED),
+            "memory_method": None,  # how tensor memory was measured: torch MemTracker, or the analytic fallback
             "device": None,
             "test_fingerprint": None,  # which test examples: runs are paired only on the same ones
             **dict.fromkeys(PROCESS),
@@ -136,6 +137,7 @@ def collect_runs(sweep_dir: Path, relative_to: Path | None = None) -> pd.DataFra
             hparams = record["hparams"]
             row.update(lr=hparams["lr"], precision=hparams["precision"])
             row.update(epochs_run=record["epochs_run"], device=record["device"])
+            row["memory_method"] = ((record.get("memory") or {}).get("method") or "").split(":")[0] or None
             row["test_fingerprint"] = record.get("provenance", {}).get("split_fingerprints", {}).get("test")
             row.update({key: record.get("process", {}).get(key) for key in PROCESS})
             for column, (section, key) in MEASURED.items():

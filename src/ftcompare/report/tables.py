@@ -58,6 +58,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     stats.columns = [f"{col}_{stat}" for col, stat in stats.columns]
     stats["seeds"] = by_config["seed"].nunique()
     stats["not ok"] = keyed[keyed["status"] != "ok"].groupby("_key").size().reindex(stats.index, fill_value=0)
+    stats["memory_method"] = by_config["memory_method"].agg(lambda m: ", ".join(sorted(m.dropna().unique())))
     stats = by_config[keys].first().join(stats).reset_index(drop=True)
     stats = stats.sort_values("test_acc_mean", ascending=False, ignore_index=True)
     stats["label"] = _labels(stats)
@@ -109,8 +110,10 @@ def display_table(stats: pd.DataFrame) -> pd.DataFrame:
     for label, column, fmt in DISPLAYED:
         spread = column not in SAME_FOR_EVERY_SEED
         table[label] = [_mean_std(row, column, fmt, spread) for _, row in stats.iterrows()]
+        if column == "tensor_memory_mib":
+            table["memory method"] = stats["memory_method"]  # in the header instead where every run shares it
     table["not ok"] = stats["not ok"]
-    constant = [c for c in [*SETTING, "max_epochs", "variant"] if table[c].astype(str).nunique() <= 1]
+    constant = [c for c in [*SETTING, "max_epochs", "variant", "memory method"] if table[c].astype(str).nunique() <= 1]
     if not (table["not ok"] > 0).any():
         constant.append("not ok")
     return table.drop(columns=constant).rename(columns=HEADERS)
