@@ -40,6 +40,7 @@ def grid_runs() -> pd.DataFrame:
                 "max_epochs": 3,
                 "seed": seed,
                 "epochs_run": 3,
+                "memory_method": "torch MemTracker",
                 "device": "cpu",
                 "test_fingerprint": None,
                 "overrides": f"strategy={strategy} optimizer.lr={lr} +data.batch_size={batch} seed={seed}",

@@ -11,7 +11,15 @@ from transformers import AutoModelForSequenceClassification
 
 from ftcompare.attention import NAME, ftc_sdpa_attention
 from ftcompare.builders import build_module
-from ftcompare.dropout import FastDropout, dropout, keep_mask, keep_threshold, use_fast_dropout
+from ftcompare.dropout import (
+    CHEAP_MASKS_EVERYWHERE,
+    FastDropout,
+    draws_own_mask,
+    dropout,
+    keep_mask,
+    keep_threshold,
+    use_fast_dropout,
+)
 from ftcompare.errors import ConfigError
 from ftcompare.validation import validate
 
@@ -89,6 +97,14 @@ def test_training_with_dropout_takes_the_cheap_path(monkeypatch):
     monkeypatch.setattr("ftcompare.dropout.keep_mask", lambda *a: calls.append(a) or keep_mask(*a))
     model(input_ids=torch.randint(5, 100, (2, 16))).logits.sum().backward()
     assert len(calls) == config.num_hidden_layers and calls[0][1] == config.attention_probs_dropout_prob
+
+
+def test_cuda_keeps_torchs_fused_dropout_unless_the_cheap_masks_are_asked_for(monkeypatch):
+    """The accuracy check of the fast defaults runs the CPU's masks on a GPU (FTC_CHEAP_MASKS=1)."""
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert draws_own_mask(cuda) and not draws_own_mask(cpu)
+    monkeypatch.setenv(CHEAP_MASKS_EVERYWHERE, "1")
+    assert not draws_own_mask(cuda) and not draws_own_mask(cpu)
 
 
 def test_an_unknown_attention_function_is_refused(compose_cfg):

@@ -93,6 +93,7 @@ def _sweep(
                     "test_acc": accuracy,
                     "val_acc": accuracy,
                     "test_fingerprint": (fingerprints or {}).get(strategy, TEST),
+                    "memory_method": "torch MemTracker",
                 }
             )
     return pd.DataFrame(rows)

@@ -6,10 +6,12 @@ mask comes from 64-bit random words split into four 16-bit lanes compared to a t
 within 1 / 65536, from a quarter of the generator calls, kept as a 1-byte mask for the backward pass. On a CPU the
 words come from numpy's SFC64 generator, seeded by one draw of torch's default generator: 4x faster than torch's
 serial Mersenne Twister, and as reproducible under `torch.manual_seed`. On a CUDA device torch's fused dropout is
-already cheap and runs unchanged."""
+already cheap and runs unchanged, unless `FTC_CHEAP_MASKS=1` is set: then the cheap masks run there too, to check
+their accuracy on a GPU in minutes (`make check-fast-defaults`, docs/results.md)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -67,6 +69,9 @@ class _Dropout(torch.autograd.Function):
         return _masked(grad, keep, ctx.scale), None, None
 
 
+CHEAP_MASKS_EVERYWHERE = "FTC_CHEAP_MASKS"  # =1: the cheap masks on CUDA too (the accuracy check of the fast defaults)
+
+
 def _masked(x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
     """x * scale where kept, 0 elsewhere; the same values from a boolean mask or a 0/1 one."""
     if keep.dtype == torch.bool:
@@ -76,7 +81,7 @@ def _masked(x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
 
 def draws_own_mask(device: torch.device) -> bool:
     """Whether torch's own dropout is the cheaper one on `device` (CUDA's fused kernels)."""
-    return device.type == "cuda"
+    return device.type == "cuda" and os.environ.get(CHEAP_MASKS_EVERYWHERE) != "1"
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:

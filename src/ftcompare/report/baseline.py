@@ -50,8 +50,9 @@ def sweep_baseline(sweep_dir: Path, runs: pd.DataFrame) -> dict[str, Any] | None
 
 
 def _split_fingerprints(run_dir: Path) -> dict[str, str] | None:
-    """The fingerprint of each split a finished run trained and was scored on (its metrics.json)."""
-    record = json.loads((run_dir / "metrics.json").read_text())
+    """The fingerprint of each split a finished run trained and was scored on (its metrics.json), if on record."""
+    metrics = run_dir / "metrics.json"
+    record = json.loads(metrics.read_text()) if metrics.is_file() else {}
     return record.get("provenance", {}).get("split_fingerprints")
 
 
