@@ -51,7 +51,7 @@ def frozen(compose_cfg, tiny_models, reviews_csv):
 
 def test_backbone_runs_once_per_example_and_the_head_keeps_training(frozen):
     cfg, module = frozen()
-    assert module.model.layers == (-1, -2)  # the default, the last 4 layers: all of this 2-layer model
+    assert module.model.layers == (0, 1, 2)  # the default, every hidden state: the embeddings and both layers
     calls = BackboneCalls(module)
     head_after_epoch = []
 

@@ -255,8 +255,9 @@ def test_gradient_clipping_works_with_the_fused_optimizer_in_bf16(setup):
 
 
 def test_a_frozen_head_over_more_layers_than_the_model_has_reads_them_all_and_says_so(tiny_models, caplog):
-    """strategy.layers counts the last n layers; the default 4 on a 2-layer model is all of them (a logged
-    fallback), while naming a hidden state the model lacks is refused (tests/test_validation.py)."""
+    """strategy.layers counts the last n layers; 4 on a 2-layer model is all of them (a logged fallback); `all`
+    (the default) is every hidden state, the embeddings' first; naming a hidden state the model lacks is refused
+    (tests/test_validation.py)."""
     import logging
 
     from transformers import AutoModel
@@ -272,3 +273,5 @@ def test_a_frozen_head_over_more_layers_than_the_model_has_reads_them_all_and_sa
     with caplog.at_level(logging.INFO, logger="ftcompare.models"):
         assert PooledClassifier(backbone, num_labels=2, layers=2).layers == (-1, -2)
     assert "strategy.layers" not in caplog.text
+    every = PooledClassifier(backbone, num_labels=2, layers="all")
+    assert every.layers == (0, 1, 2) and every.head[1].in_features == 3 * backbone.config.hidden_size

@@ -248,8 +248,9 @@ class ScalarMix(nn.Module):
 class PooledClassifier(nn.Module):
     """The pooled output (mean over tokens or [CLS]) of one or more of a backbone's layers fed to a small MLP head.
 
-    `layers` is a count (the last n layers, or all of a shallower model) or a list of indices into the
-    backbone's hidden states (0: the embeddings, -1: the last layer); several are concatenated
+    `layers` is `all` (every hidden state: the embeddings and each layer's output), a count (the last n layers, or
+    all layers of a shallower model) or a list of indices into the backbone's hidden states (0: the embeddings,
+    -1: the last layer); several are concatenated
     (`combine: concat`) or mixed with learned weights (`combine: mix`) before the MLP.
     """
 
@@ -260,13 +261,15 @@ class PooledClassifier(nn.Module):
         pooling: str = "mean",
         hidden_dims: tuple[int, ...] = (256,),
         dropout: float = 0.1,
-        layers: int | Sequence[int] = (-1,),
+        layers: str | int | Sequence[int] = (-1,),
         combine: str = "concat",
     ) -> None:
         super().__init__()
         depth = backbone.config.num_hidden_layers
-        if isinstance(layers, int) and not isinstance(layers, bool) and layers >= 1:
-            if layers > depth:  # a count beyond the model (the default 4 on a 2-layer model): all its layers
+        if layers == "all":
+            layers = tuple(range(depth + 1))
+        elif isinstance(layers, int) and not isinstance(layers, bool) and layers >= 1:
+            if layers > depth:  # a count beyond the model (4 on a 2-layer model): all its layers
                 log.info("strategy.layers=%d: this model has %d layers, the head reads all of them", layers, depth)
             layers = tuple(range(-1, -min(layers, depth) - 1, -1))
         elif isinstance(layers, Sequence) and not isinstance(layers, str):
@@ -282,9 +285,9 @@ class PooledClassifier(nn.Module):
         if not layers or not named or len({i % states for i in layers}) != len(layers):
             shown = list(layers) if isinstance(layers, tuple) else layers
             raise ConfigError(
-                f"strategy.layers={shown} must be a count >= 1 (the last n layers) or name distinct hidden states of "
-                f"this {depth}-layer model (0 the embeddings .. {depth}, or -1 the last .. -{states}). "
-                "Fix: e.g. strategy.layers=4 or strategy.layers=[-1,-2]"
+                f"strategy.layers={shown} must be all, a count >= 1 (the last n layers) or name distinct hidden "
+                f"states of this {depth}-layer model (0 the embeddings .. {depth}, or -1 the last .. -{states}). "
+                "Fix: e.g. strategy.layers=all, strategy.layers=4 or strategy.layers=[-1,-2]"
             )
         if getattr(backbone, "pooler", None) is not None:
             backbone.pooler = None  # unused here: keep it out of the parameter counts
