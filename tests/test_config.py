@@ -82,7 +82,7 @@ def test_every_strategy_instantiates_with_its_own_learning_rate(compose_cfg, tin
     assert isinstance(module, FineTuningStrategy) and module.name == strategy
     trainable, total = module.parameter_counts()
     assert 0 < trainable <= total
-    defaults = {"full": 1e-4, "frozen": 2e-3, "lora": 2e-3, "gradual": 1e-4}
+    defaults = {"full": 1e-4, "frozen": 2e-3, "lora": 2e-3, "gradual": 3e-4}
     defaults |= {"bitfit": 1e-3, "ia3": 3e-3, "lora_all": 5e-4, "dora": 1e-3}
     assert cfg.optimizer.lr == defaults[strategy]
 
