@@ -178,11 +178,13 @@ def test_the_console_shows_the_run_and_its_log_file_keeps_everything(tmp_path, t
     # what it runs, where it writes, under which id; then the result and where it went
     assert f"lora on {tiny_models['bert']}: lr 0.002, batch 8, 2 epochs" in result.stdout
     assert f"(run {record['run_id']})" in result.stdout and "metrics written to" in result.stdout
+    assert "train/val/test 64/32/32 (batches limited: train 3, val 2, test 2)" in result.stdout
     log = (quiet / "train.log").read_text()
     assert all(word in log for word in ("GPU available", "LOAD REPORT", "forecast:", "test acc")), log[-3000:]
 
-    shown = run_script("train.py", *overrides, "verbose=true", f"hydra.run.dir={verbose}")
+    shown = run_script("train.py", *overrides, "verbose=true", "data.train_subset=32", f"hydra.run.dir={verbose}")
     assert shown.returncode == 0 and "GPU available" in shown.stdout + shown.stderr
+    assert "train/val/test 32 of 64/32/32" in shown.stdout  # a learning curve's point says what it trains on
 
     # debug=fdr: the first line says what Lightning's fast_dev_run runs, not the epochs and sizes it ignores
     look = run_script("train.py", *overrides, "debug=fdr", f"hydra.run.dir={tmp_path / 'fdr'}")

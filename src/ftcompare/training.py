@@ -93,8 +93,16 @@ def start_line(cfg: DictConfig, module: L.LightningModule, trainer: L.Trainer) -
     if fast_dev_run:  # debug=fdr: Lightning runs n batches of each, whatever the epochs and sizes say
         batches = 1 if fast_dev_run is True else int(fast_dev_run)
         extent = f"fast_dev_run: {batches} batch(es) each of train/val/test, no checkpoint"
-    else:
-        extent = f"{cfg.trainer.max_epochs} epochs, train/val/test {data.train_size}/{data.val_size}/{data.test_size}"
+    else:  # a learning curve's point trains on a subset; debug=limit and sliced runs see a few batches of each
+        train = data.train_size if data.get("train_subset") is None else f"{data.train_subset} of {data.train_size}"
+        extent = f"{cfg.trainer.max_epochs} epochs, train/val/test {train}/{data.val_size}/{data.test_size}"
+        limits = [
+            f"{split} {value}"
+            for split in ("train", "val", "test")
+            if (value := cfg.trainer.get(f"limit_{split}_batches")) not in (None, 1.0)
+        ]
+        if limits:
+            extent += f" (batches limited: {', '.join(limits)})"
     return (
         f"{module.name} on {portable_name(cfg.model.name_or_path)}: lr {cfg.optimizer.lr:g}, batch {data.batch_size}, "
         f"{extent}, max_length {data.max_length}, {trainer.precision} on {trainer.strategy.root_device.type} "
