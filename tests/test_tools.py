@@ -104,6 +104,11 @@ def _bad_inputs(root: Path, run: Path) -> dict[str, tuple[list[str], str]]:
         "export into a full folder": (["export.py", f"ckpt_path={run}", f"output_dir={run}"], "is not empty"),
         "export onto a file": (["export.py", f"ckpt_path={run}", f"output_dir={root / 'blank.txt'}"], "is a file"),
         "report of no sweep": (["report.py", str(empty_dir)], "no Hydra runs"),
+        "baselines of a missing file": (
+            ["baselines.py", "data=files", "data.source.data_files=/no/such.csv"],
+            "data.source.data_files='/no/such.csv' does not exist",
+        ),
+        "estimate of batches of 0": (["estimate.py", "data.batch_size=0"], "data.batch_size=0 is invalid"),
     }
 
 
@@ -113,6 +118,8 @@ COMMAND_LINE = [
     "a file that is not a checkpoint",
     "best with no runs here",
     "report of no sweep",
+    "baselines of a missing file",
+    "estimate of batches of 0",
 ]
 IN_PROCESS = [
     "predict an empty text",
