@@ -153,6 +153,18 @@ def test_without_memtracker_an_analytic_count_stands_in_and_says_so(compose_cfg,
         assert by["total"] == pytest.approx(ref["total"], rel=0.1), (by, ref)
 
 
+def test_training_memory_is_measured_on_a_full_batch_not_an_epochs_remainder(compose_cfg, tiny_models, reviews_csv):
+    """12 reviews in batches of 8, in order: step 1 is the remainder of 4; the tracked step is the next full one."""
+    overrides = [*tiny_overrides(tiny_models["bert"], reviews_csv), "data.train_subset=12"]
+    overrides.append("data.group_by_length=false")
+    cfg = compose_cfg("strategy=lora", *overrides)
+    tracked = TrainingMemory(at_step=1)
+    trainer = quiet_trainer(max_epochs=2, limit_val_batches=0, callbacks=[tracked])
+    trainer.fit(build_module(cfg), datamodule=build_datamodule(cfg))
+    assert trainer.num_training_batches == 2
+    assert tracked.record["batch_shape"][0] == 8 and tracked.record["step"] == 2
+
+
 class BarSeen(L.Callback):
     """What the training bar shows as each batch starts (runs after the progress bar's own hook)."""
 

@@ -19,10 +19,10 @@ log = logging.getLogger(__name__)
 class TrainingMemory(L.Callback):
     """Tracks one training step of each stage of the strategy's trainable set (one for most strategies; gradual
     unfreezing's grow), with PyTorch's MemTracker (`memory/tracking.py`): the step `at_step` steps into the stage
-    (the second by default, when the optimizer state exists), or the first after it whose batch is as long as
-    the first tracked one (length-grouped batches vary). `self.record` holds the largest step's peak by
-    category (MiB) and every stage's total, for metrics.json and TensorBoard (`memory/*`). Each tracked step
-    costs one step's tracking overhead, once per stage."""
+    (the second by default, when the optimizer state exists), or the first after it that is a full batch (not an
+    epoch's remainder) as long as the first tracked one (length-grouped batches vary). `self.record` holds the
+    largest step's peak by category (MiB) and every stage's total, for metrics.json and TensorBoard (`memory/*`).
+    Each tracked step costs one step's tracking overhead, once per stage."""
 
     def __init__(self, at_step: int = 1) -> None:
         self.at_step = at_step
@@ -50,6 +50,8 @@ class TrainingMemory(L.Callback):
             return
         if self.stages and batch["input_ids"].shape[-1] < self.stages[0]["batch_shape"][-1]:
             return  # a shorter batch than the first stage's would understate this stage's activations
+        if _remainder(trainer, batch):
+            return  # an epoch's last, smaller batch would understate the activations of every step
         self._step, self._batch, self._stage = track_step(pl_module, trainer.optimizers), batch, stage
 
     def on_before_optimizer_step(
@@ -96,6 +98,13 @@ class TrainingMemory(L.Callback):
             stage["stage"],
             _line(stage["at_peak_mib"]),
         )
+
+
+def _remainder(trainer: L.Trainer, batch: Any) -> bool:
+    """A batch smaller than the loader's batch size, in an epoch that also has full ones."""
+    loader = trainer.train_dataloader
+    size = getattr(getattr(loader, "batch_sampler", None), "batch_size", None) or getattr(loader, "batch_size", None)
+    return bool(size) and len(batch["input_ids"]) < size and trainer.num_training_batches > 1
 
 
 def _line(at_peak: dict[str, float]) -> str:
