@@ -125,6 +125,13 @@ def test_sweeps_merge_into_one_report_that_says_what_it_merged(tiny_sweep, tmp_p
     summary = (out / "summary.md").read_text()
     assert f"Merged from 2 sweeps, written to `{out}`" in summary and f"`{tmp_path / 'a'}`: 2 runs" in summary
     assert markdown_rows(summary.split("## Per configuration")[1])[0]["seeds"] == "2"
+    # some runs of a sweep, taken by their job folders: listed under their sweep with its command
+    picked = sorted((tmp_path / "b").glob("*_seed1"))
+    result = run_script("report.py", str(tmp_path / "a"), *map(str, picked), "--out", str(tmp_path / "picked"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    header = (tmp_path / "picked" / "summary.md").read_text().split("##")[0]
+    assert "Merged from 2 sweeps" in header
+    assert f"`{tmp_path / 'b'}`: 2 runs (jobs 1, 3 of it), `python train.py -m " in header
     refused = run_script("report.py", str(tmp_path / "a"), str(tmp_path / "b"))
     assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1] == (
         "error: merging several sweeps needs a folder for their report. Fix: --out DIR"

@@ -83,10 +83,14 @@ class Report:
         counts = self.runs["status"].value_counts()
         runs = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "running", "failed", "interrupted", "incomplete"))
         if len(self.sources) > 1:
-            lines = [f"Merged from {len(self.sources)} sweeps, written to `{self.sweep_dir}`", f"Runs: {runs}"]
-            for source, group in self.runs.groupby("sweep", sort=False):
-                command = _sweep_command(Path(source))
-                lines.append(f"`{source}`: {len(group)} runs" + (f", `{command}`" if command else ""))
+            sweeps = self.runs["sweep"].map(lambda source: str(_sweep_of(Path(source))))
+            n = sweeps.nunique()
+            lines = [f"Merged from {n} sweep{'s' * (n > 1)}, written to `{self.sweep_dir}`", f"Runs: {runs}"]
+            for sweep, group in self.runs.groupby(sweeps, sort=False):
+                picked = set(group["sweep"]) != {sweep}  # job folders named one by one
+                jobs = f" (jobs {', '.join(map(str, sorted(group['job'])))} of it)" if picked else ""
+                command = _sweep_command(Path(sweep))
+                lines.append(f"`{sweep}`: {len(group)} runs{jobs}" + (f", `{command}`" if command else ""))
             repeated = self.runs[self.runs.duplicated([*SETTING, *CONFIG, "seed"], keep=False)]
             if not repeated.empty:
                 lines.append(f"{len(repeated)} runs share their settings and seed with a run of another sweep:"
@@ -244,6 +248,14 @@ def _li(items: Sequence[str]) -> str:
 def _inline(text: str) -> str:
     """Markdown's inline code as HTML: the same sentences read alike in summary.md and report.html."""
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
+def _sweep_of(source: Path) -> Path:
+    """The sweep a merged source belongs to: itself, or the sweep folder around a job folder named on its own
+    (to take some of a sweep's runs, e.g. one strategy's)."""
+    if not (source / "multirun.yaml").is_file() and (source.parent / "multirun.yaml").is_file():
+        return source.parent
+    return source
 
 
 def _sweep_command(sweep_dir: Path) -> str | None:
