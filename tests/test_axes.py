@@ -85,3 +85,38 @@ def test_the_report_draws_one_view_per_axis(tmp_path):
         assert (tmp_path / name).read_bytes().startswith(PNG_MAGIC)
     summary = (tmp_path / "summary.md").read_text()
     assert "## Swept settings (data.batch_size, optimizer.lr): the values validation picks per strategy" in summary
+
+
+def curve_runs(with_lr: bool) -> pd.DataFrame:
+    """The grid's runs relabelled as a learning curve: the batch size becomes the train size (250 and 500 reviews),
+    validation best on the most data as it is by construction; optionally with the learning rate swept too."""
+    runs = grid_runs()
+    size = runs["batch_size"].map({16: 250, 32: 500})
+    runs["val_acc"] = 0.8 + size / 10_000 + runs["lr"]  # the higher rate a little ahead at each size
+    lr = runs["lr"].map(lambda v: f" optimizer.lr={v}") if with_lr else ""
+    runs["overrides"] = "strategy=" + runs["strategy"] + " data.train_subset=" + size.astype(str) + lr
+    return runs
+
+
+def test_a_train_size_is_drawn_but_never_picked_and_choices_are_picked_at_each_size(tmp_path):
+    runs = curve_runs(with_lr=False)
+    swept = swept_values(runs)
+    assert list(swept.columns) == ["data.train_subset"]
+    assert not axis_table(runs, swept, "data.train_subset")["picked"].any()  # more data is no choice
+    assert best_values(runs, swept).empty
+    report = Report(tmp_path, runs)
+    assert "axis_data.train_subset.png" in {p.name for p in report.write()}
+    assert "Swept settings" not in (tmp_path / "summary.md").read_text()
+
+    runs = curve_runs(with_lr=True)
+    swept = swept_values(runs)
+    table = axis_table(runs, swept, "data.train_subset")
+    picked = table[table["picked"]]
+    assert sorted(zip(picked["strategy"], picked["data.train_subset"], picked["optimizer.lr"], strict=True)) == [
+        ("full", 250, 1e-3), ("full", 500, 1e-3), ("lora", 250, 1e-3), ("lora", 500, 1e-3),
+    ]  # fmt: skip
+    best = best_values(runs, swept)
+    assert len(best) == 4 and set(best["optimizer.lr"]) == {1e-3}
+    Report(tmp_path, runs).write()
+    summary = (tmp_path / "summary.md").read_text()
+    assert "picks per strategy at each data.train_subset" in summary

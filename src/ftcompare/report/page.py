@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from ftcompare.errors import ConfigError
 from ftcompare.io import write_atomic
-from ftcompare.report.axes import axis_table, best_values, swept_values
+from ftcompare.report.axes import CONDITIONS, axis_table, best_values, swept_values
 from ftcompare.report.baseline import baseline_table, sweep_baseline, whole_text_test
 from ftcompare.report.paired import display_paired, paired_table
 from ftcompare.report.reading import reading, search_result, sharing_caveats
@@ -134,9 +134,11 @@ class Report:
                 parts.append((title, display_paired(self.paired) if not self.paired.empty else self.paired_notes))
                 if not self.paired.empty and self.paired_notes:
                     parts.append(("Not paired", self.paired_notes))
-        if not self.swept.empty:
+        picks = best_values(self.runs, self.swept) if not self.swept.empty else pd.DataFrame()
+        if not picks.empty:
+            conditions = [c for c in self.swept.columns if c in CONDITIONS]
             title = f"Swept settings ({', '.join(self.swept.columns)}): the values validation picks per strategy"
-            parts.append((title, best_values(self.runs, self.swept)))
+            parts.append((title + "".join(f" at each {c}" for c in conditions), picks))
         if self.baseline:
             parts.append(("Baseline on the same split (`baselines.py`)", baseline_table(self.baseline)))
         if self.search:

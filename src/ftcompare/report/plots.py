@@ -148,8 +148,9 @@ def axis_view(table: pd.DataFrame, key: str) -> bytes:
                 )  # fmt: skip
             if figure == "test_acc":
                 picked = rows[rows["picked"]]
-                ax.scatter(picked[key], picked["test_acc_mean"], s=180, facecolors="none", edgecolors="black",
-                           label="picked on validation")  # fmt: skip
+                if not picked.empty:
+                    ax.scatter(picked[key], picked["test_acc_mean"], s=180, facecolors="none", edgecolors="black",
+                               label="picked on validation")  # fmt: skip
                 ax.set_title(strategy, color=_color(strategy))
             if log_x:
                 ax.set_xscale("log")
@@ -162,5 +163,6 @@ def axis_view(table: pd.DataFrame, key: str) -> bytes:
                 ax.set_xlabel(key + (" (log scale)" if log_x else ""))
     handles = {label: handle for ax in grid[0] for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)}
     fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=min(4, len(handles)), fontsize=8)
-    fig.suptitle(f"Against {key} (mean ± std over seeds; ringed: the value validation picks)")
+    ringed = "; ringed: the value validation picks" if table["picked"].any() else ""
+    fig.suptitle(f"Against {key} (mean ± std over seeds{ringed})")
     return _png(fig)
