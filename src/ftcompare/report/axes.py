@@ -68,13 +68,15 @@ def best_values(runs: pd.DataFrame, swept: pd.DataFrame) -> pd.DataFrame:
     """Per model, data and strategy (and train size, where swept), the swept values with the best mean validation
     accuracy over seeds (a tie to the shorter fit), with its validation and test accuracy; empty when only
     conditions were swept."""
-    within = _pick_within(swept)
     if set(swept.columns) <= CONDITIONS:
         return pd.DataFrame()
+    within = _pick_within(swept)
     frame = runs.loc[swept.index, [*GROUPS, "seed", "val_acc", "test_acc", "fit_time_s"]].join(swept)
     means = frame.groupby([*GROUPS, *swept.columns], dropna=False)[["val_acc", "test_acc", "fit_time_s"]].mean()
     ranked = means.reset_index().sort_values(["val_acc", "fit_time_s"], ascending=[False, True], kind="stable")
-    best = ranked.groupby(within, dropna=False, sort=False).head(1).sort_values(within, kind="stable")
+    best = ranked.groupby(within, dropna=False, sort=False).head(1)  # the best strategy first
+    if len(within) > len(GROUPS):  # a strategy's picks together, by train size
+        best = best.sort_values(within, kind="stable")
     columns = [c for c in GROUPS if c == "strategy" or best[c].nunique() > 1]
     shown = best[[*columns, *swept.columns, "val_acc", "test_acc"]].rename(
         columns={"val_acc": "mean val acc", "test_acc": "mean test acc"}
