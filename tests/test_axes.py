@@ -95,6 +95,7 @@ def curve_runs(with_lr: bool) -> pd.DataFrame:
     runs["val_acc"] = 0.8 + size / 10_000 + runs["lr"]  # the higher rate a little ahead at each size
     lr = runs["lr"].map(lambda v: f" optimizer.lr={v}") if with_lr else ""
     runs["overrides"] = "strategy=" + runs["strategy"] + " data.train_subset=" + size.astype(str) + lr
+    runs["split"] = "4000/1000/1000 seed 42, train subset " + size.astype(str)  # as the run records write it
     return runs
 
 
@@ -106,7 +107,9 @@ def test_a_train_size_is_drawn_but_never_picked_and_choices_are_picked_at_each_s
     assert best_values(runs, swept).empty
     report = Report(tmp_path, runs)
     assert "axis_data.train_subset.png" in {p.name for p in report.write()}
-    assert "Swept settings" not in (tmp_path / "summary.md").read_text()
+    summary = (tmp_path / "summary.md").read_text()
+    assert "Swept settings" not in summary
+    assert "2 model/data settings (split: " in summary and "train subset 250`" in summary  # says what differs
 
     runs = curve_runs(with_lr=True)
     swept = swept_values(runs)

@@ -109,7 +109,9 @@ class Report:
                 lines.append(f"{HEADER_NAMES.get(column, column)}: {values[0]}")
         settings = self.stats[SETTING].drop_duplicates()
         if len(settings) > 1:
-            lines.append(f"{len(settings)} different model/data settings: runs are grouped by them, never mixed.")
+            differ = [c for c in SETTING if settings[c].nunique() > 1]
+            values = "; ".join(f"{c}: " + ", ".join(f"`{v}`" for v in settings[c].unique()) for c in differ)
+            lines.append(f"{len(settings)} model/data settings ({values}): runs are compared and paired within one.")
         return lines
 
     def failed_lines(self) -> list[str]:
