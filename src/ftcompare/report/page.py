@@ -20,7 +20,7 @@ from ftcompare.report.axes import CONDITIONS, axis_table, best_values, swept_val
 from ftcompare.report.baseline import baseline_table, sweep_baseline, whole_text_test
 from ftcompare.report.paired import display_paired, paired_table
 from ftcompare.report.reading import reading, search_result, sharing_caveats
-from ftcompare.report.records import CONFIG, SETTING, collect_runs, common_overrides, read_val_curves
+from ftcompare.report.records import CONFIG, SETTING, collect_runs, common_overrides, read_val_curves, sweep_of
 from ftcompare.report.tables import (
     HEADERS,
     best_per_strategy,
@@ -83,7 +83,7 @@ class Report:
         counts = self.runs["status"].value_counts()
         runs = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "running", "failed", "interrupted", "incomplete"))
         if len(self.sources) > 1:
-            sweeps = self.runs["sweep"].map(lambda source: str(_sweep_of(Path(source))))
+            sweeps = self.runs["sweep"].map(lambda source: str(sweep_of(Path(source))))
             n = sweeps.nunique()
             lines = [f"Merged from {n} sweep{'s' * (n > 1)}, written to `{self.sweep_dir}`", f"Runs: {runs}"]
             for sweep, group in self.runs.groupby(sweeps, sort=False):
@@ -252,14 +252,6 @@ def _li(items: Sequence[str]) -> str:
 def _inline(text: str) -> str:
     """Markdown's inline code as HTML: the same sentences read alike in summary.md and report.html."""
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
-
-
-def _sweep_of(source: Path) -> Path:
-    """The sweep a merged source belongs to: itself, or the sweep folder around a job folder named on its own
-    (to take some of a sweep's runs, e.g. one strategy's)."""
-    if not (source / "multirun.yaml").is_file() and (source.parent / "multirun.yaml").is_file():
-        return source.parent
-    return source
 
 
 def _sweep_command(sweep_dir: Path) -> str | None:

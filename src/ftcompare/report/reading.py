@@ -10,7 +10,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from ftcompare.report.paired import COLUMNS, REFERENCE
-from ftcompare.report.records import SETTING, parse_overrides
+from ftcompare.report.records import SETTING, parse_overrides, sweep_of
 from ftcompare.report.tables import pareto_front
 from ftcompare.resume import command_overrides
 
@@ -172,7 +172,7 @@ def _jobs(runs: pd.DataFrame) -> str:
     """`Job 3` or `Jobs 1, 3`; in a merged report `Jobs a/1, b/1` (each sweep numbers its own)."""
     names = runs["job"].astype(str)
     if "sweep" in runs:
-        names = runs["sweep"].map(lambda s: Path(s).name) + "/" + names
+        names = runs["sweep"].map(lambda s: sweep_of(Path(s)).name) + "/" + names  # a job folder's own sweep
     return ("Job " if len(runs) == 1 else "Jobs ") + ", ".join(sorted(names, key=lambda n: (len(n), n)))
 
 

@@ -206,3 +206,11 @@ def newest_sweep(root: Path) -> Path:
             f"no sweep (multirun.yaml) under {root}/. Fix: pass the sweep folder: python report.py DIR"
         )
     return sweeps[-1].parent
+
+
+def sweep_of(source: Path) -> Path:
+    """The sweep a merged source belongs to: itself, or the sweep folder around a job folder named on its own
+    (to take some of a sweep's runs, e.g. one strategy's)."""
+    if not (source / "multirun.yaml").is_file() and (source.parent / "multirun.yaml").is_file():
+        return source.parent
+    return source
