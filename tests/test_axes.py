@@ -109,7 +109,8 @@ def test_a_train_size_is_drawn_but_never_picked_and_choices_are_picked_at_each_s
     assert "axis_data.train_subset.png" in {p.name for p in report.write()}
     summary = (tmp_path / "summary.md").read_text()
     assert "Swept settings" not in summary
-    assert "2 model/data settings (split: " in summary and "train subset 250`" in summary  # says what differs
+    sizes = "`4000/1000/1000 seed 42, train subset 250`, `4000/1000/1000 seed 42, train subset 500`"
+    assert f"2 model/data settings (split: {sizes})" in summary  # says what differs, smaller first
 
     runs = curve_runs(with_lr=True)
     swept = swept_values(runs)

@@ -110,7 +110,9 @@ class Report:
         settings = self.stats[SETTING].drop_duplicates()
         if len(settings) > 1:
             differ = [c for c in SETTING if settings[c].nunique() > 1]
-            values = "; ".join(f"{c}: " + ", ".join(f"`{v}`" for v in settings[c].unique()) for c in differ)
+            values = "; ".join(
+                f"{c}: " + ", ".join(f"`{v}`" for v in _numeric_order(settings[c].unique())) for c in differ
+            )
             lines.append(f"{len(settings)} model/data settings ({values}): runs are compared and paired within one.")
         return lines
 
@@ -252,6 +254,11 @@ def _li(items: Sequence[str]) -> str:
 def _inline(text: str) -> str:
     """Markdown's inline code as HTML: the same sentences read alike in summary.md and report.html."""
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
+def _numeric_order(values: Sequence[Any]) -> list[Any]:
+    """`train subset 250` before `train subset 1000`: numbers inside the values compare as numbers."""
+    return sorted(values, key=lambda v: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(v))])
 
 
 def _sweep_command(sweep_dir: Path) -> str | None:
