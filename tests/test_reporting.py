@@ -311,6 +311,21 @@ def test_best_configuration_is_chosen_on_validation_not_test():
     assert any(s.startswith("lora reaches 94.1% of full's test accuracy") for s in reading(best.reset_index()))
 
 
+def test_a_memory_ratio_across_batch_sizes_names_them():
+    runs = _runs(
+        [
+            {"model": "m", "strategy": "full", "lr": 1e-4, "seed": 0, "batch_size": 32, "tensor_memory_mib": 1800.0},
+            {"model": "m", "strategy": "lora", "lr": 1e-3, "seed": 0, "batch_size": 16, "tensor_memory_mib": 720.0},
+            {"model": "m", "strategy": "frozen", "lr": 1e-3, "seed": 0, "batch_size": 32, "tensor_memory_mib": 230.0},
+        ]
+    )
+    sentences = reading(best_per_strategy(summarise(runs)))
+    (lora,) = [s for s in sentences if s.startswith("lora reaches")]
+    (frozen,) = [s for s in sentences if s.startswith("frozen reaches")]
+    assert "40% of its training memory (tensors) at batch 16 vs 32 and" in lora
+    assert "of its training memory (tensors) and" in frozen  # same batch: nothing to say
+
+
 def test_a_tie_on_validation_is_not_broken_by_test():
     runs = _runs(
         [

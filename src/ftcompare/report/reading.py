@@ -52,11 +52,13 @@ def reading(best: pd.DataFrame, baseline_test: float | None = None, paired: pd.D
                 continue
             test = _paired(here, name, reference)
             noise = _paired_clause(test) if test is not None else _spread_clause(row, ref)
+            batches = row["batch_size"], ref["batch_size"]  # a memory ratio across batch sizes is mostly the batch
+            batch = f" at batch {batches[0]} vs {batches[1]}" if batches[0] != batches[1] else ""
             sentences.append(
                 f"{prefix}{name} reaches {_pct(row['test_acc_mean'], ref['test_acc_mean'])} of {reference}'s test"
                 f" accuracy ({row['test_acc_mean']:.3f} vs {ref['test_acc_mean']:.3f}; {noise}) with"
                 f" {_pct(row['trainable_params_mean'], ref['trainable_params_mean'])} of its trainable parameters,"
-                f" {_pct(row[f'{memory}_mean'], ref[f'{memory}_mean'])} of its {_MEMORY[memory]} and"
+                f" {_pct(row[f'{memory}_mean'], ref[f'{memory}_mean'])} of its {_MEMORY[memory]}{batch} and"
                 f" {_pct(row['fit_time_s_mean'], ref['fit_time_s_mean'])} of its fit time."
             )
         analytic = [name for name, method in group["memory_method"].items() if "analytic" in str(method)]
