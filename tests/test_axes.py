@@ -9,6 +9,7 @@ import pytest
 
 from ftcompare.report.axes import axis_table, best_values, swept_values
 from ftcompare.report.page import Report
+from ftcompare.report.plots import axis_figure
 from ftcompare.report.records import MEASURED, PROCESS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -85,6 +86,19 @@ def test_the_report_draws_one_view_per_axis(tmp_path):
         assert (tmp_path / name).read_bytes().startswith(PNG_MAGIC)
     summary = (tmp_path / "summary.md").read_text()
     assert "## Swept settings (data.batch_size, optimizer.lr): the values validation picks per strategy" in summary
+
+
+def test_lines_at_one_place_leave_each_other_visible():
+    """Memory does not depend on the learning rate: both rates' memory lines against the batch size lie on each
+    other. The first drawn must be larger, or the second hides it and the rate looks unmeasured."""
+    runs = grid_runs()
+    figure = axis_figure(axis_table(runs, swept_values(runs), "data.batch_size"), "data.batch_size")
+    (memory,) = [ax for ax in figure.axes if ax.get_ylabel().startswith("training memory")]  # the first panel's
+    drawn = [line for line in memory.get_lines() if line.get_marker() == "o"]
+    assert len(drawn) == 2
+    first, second = drawn
+    assert list(first.get_ydata()) == list(second.get_ydata())  # the same points
+    assert first.get_markersize() > second.get_markersize() and first.get_linewidth() > second.get_linewidth()
 
 
 def curve_runs(with_lr: bool) -> pd.DataFrame:

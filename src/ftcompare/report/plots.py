@@ -125,12 +125,21 @@ def val_curves(curves: pd.DataFrame, stats: pd.DataFrame) -> bytes:
 
 
 def axis_view(table: pd.DataFrame, key: str) -> bytes:
+    """The PNG of `axis_figure`."""
+    return _png(axis_figure(table, key))
+
+
+def axis_figure(table: pd.DataFrame, key: str) -> Figure:
     """Accuracy, memory and fit time against one swept value (rows, one scale per row), a panel per strategy
     (columns), a line per value of the other swept settings (one colour each in every panel), error bars over
-    seeds; the values validation picks ringed. The legend sits below the panels, over no point."""
+    seeds; the values validation picks ringed. The legend sits below the panels, over no point. Each line is
+    drawn thinner and with smaller markers than the one before: where lines coincide (memory does not depend on
+    the learning rate) the earlier ones show as rings around the later, not hidden under them."""
     strategies = list(dict.fromkeys(table["strategy"]))
     figures = [f for f in FIGURES if table[f"{f}_mean"].notna().any()]
-    colors = {line: f"C{i % 10}" for i, line in enumerate(dict.fromkeys(table["line"]))}
+    lines = list(dict.fromkeys(table["line"]))
+    colors = {line: f"C{i % 10}" for i, line in enumerate(lines)}
+    sizes = {line: (max(3.0, 8.0 - 2.5 * i), max(1.0, 2.5 - 0.7 * i)) for i, line in enumerate(lines)}
     fig = Figure(figsize=(3.6 * len(strategies), 2.8 * len(figures) + 0.6), layout="constrained")
     grid = fig.subplots(len(figures), len(strategies), squeeze=False, sharex=True, sharey="row")
     values = table[key]
@@ -142,8 +151,10 @@ def axis_view(table: pd.DataFrame, key: str) -> bytes:
             ax = grid[row][col]
             for line, points in rows.groupby("line", sort=False):
                 points = points.sort_values(key)
+                marker_size, width = sizes[line]
                 ax.errorbar(
                     points[key], points[f"{figure}_mean"], yerr=points[f"{figure}_std"], marker="o", capsize=3,
+                    markersize=marker_size, linewidth=width,
                     color=_color(strategy) if line == strategy else colors[line], label=line,
                 )  # fmt: skip
             if figure == "test_acc":
@@ -165,4 +176,4 @@ def axis_view(table: pd.DataFrame, key: str) -> bytes:
     fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=min(4, len(handles)), fontsize=8)
     ringed = "; ringed: the value validation picks" if table["picked"].any() else ""
     fig.suptitle(f"Against {key} (mean ± std over seeds{ringed})")
-    return _png(fig)
+    return fig
