@@ -20,7 +20,7 @@ from ftcompare.builders import build_datamodule
 from ftcompare.io import write_json
 from ftcompare.report.baseline import baseline_table, sweep_baseline
 from ftcompare.report.plots import label_offsets
-from ftcompare.report.reading import reading
+from ftcompare.report.reading import _jobs, reading
 from ftcompare.report.records import MEASURED, _variants, collect_runs, common_overrides, read_val_curves
 from ftcompare.report.tables import best_per_strategy, display_table, pareto_front, summarise
 from ftcompare.resolvers import job_dirname
@@ -132,7 +132,9 @@ def test_sweeps_merge_into_one_report_that_says_what_it_merged(tiny_sweep, tmp_p
     header = (tmp_path / "picked" / "summary.md").read_text().split("##")[0]
     assert "Merged from 2 sweeps" in header
     assert f"`{tmp_path / 'b'}`: 2 runs (jobs 1, 3 of it), `python train.py -m " in header
-    assert "Jobs a/2, b/1, b/3 ran in a process" in (tmp_path / "picked" / "summary.md").read_text()  # by their sweep
+    assert (
+        "Jobs 2 of a; 1, 3 of b ran in a process" in (tmp_path / "picked" / "summary.md").read_text()
+    )  # by their sweep
     refused = run_script("report.py", str(tmp_path / "a"), str(tmp_path / "b"))
     assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1] == (
         "error: merging several sweeps needs a folder for their report. Fix: --out DIR"
@@ -324,6 +326,15 @@ def test_a_memory_ratio_across_batch_sizes_names_them():
     (frozen,) = [s for s in sentences if s.startswith("frozen reaches")]
     assert "40% of its training memory (tensors) at batch 16 vs 32 and" in lora
     assert "of its training memory (tensors) and" in frozen  # same batch: nothing to say
+
+
+def test_many_jobs_are_named_in_ranges_per_sweep_in_merge_order():
+    """A merged 72-run grid named its 66 reused jobs one by one, a paragraph of names."""
+    b = [*range(1, 17), *range(18, 24)]
+    runs = pd.DataFrame({"job": [*range(1, 24), *b, 2], "sweep": ["s/seed1"] * 23 + ["s/seed2"] * 22 + ["s/seed0"]})
+    assert _jobs(runs) == "Jobs 1–23 of seed1; 1–16, 18–23 of seed2; 2 of seed0"
+    assert _jobs(pd.DataFrame({"job": [5, 1, 2, 7, 8, 9]})) == "Jobs 1, 2, 5, 7–9"
+    assert _jobs(pd.DataFrame({"job": [3]})) == "Job 3"
 
 
 def test_a_tie_on_validation_is_not_broken_by_test():

@@ -171,11 +171,25 @@ def sharing_caveats(runs: pd.DataFrame) -> list[str]:
 
 
 def _jobs(runs: pd.DataFrame) -> str:
-    """`Job 3` or `Jobs 1, 3`; in a merged report `Jobs a/1, b/1` (each sweep numbers its own)."""
-    names = runs["job"].astype(str)
-    if "sweep" in runs:
-        names = runs["sweep"].map(lambda s: sweep_of(Path(s)).name) + "/" + names  # a job folder's own sweep
-    return ("Job " if len(runs) == 1 else "Jobs ") + ", ".join(sorted(names, key=lambda n: (len(n), n)))
+    """`Job 3`, `Jobs 1, 3, 5–9`; in a merged report `Jobs 2 of a; 1, 3 of b` (each sweep numbers its own), sweeps
+    in the order they were merged. Runs of three or more job numbers are ranges: a 72-run grid stays one line."""
+    sweeps = runs["sweep"].map(lambda s: sweep_of(Path(s)).name) if "sweep" in runs else pd.Series("", runs.index)
+    parts = []
+    for sweep, group in runs.groupby(sweeps, sort=False):
+        numbers = _ranges(sorted(int(j) for j in group["job"]))
+        parts.append(f"{numbers} of {sweep}" if sweep else numbers)
+    return ("Job " if len(runs) == 1 else "Jobs ") + "; ".join(parts)
+
+
+def _ranges(numbers: list[int]) -> str:
+    """`1, 2, 4–7`: consecutive numbers, three or more, as a range."""
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return ", ".join(f"{run[0]}–{run[-1]}" if len(run) >= 3 else ", ".join(map(str, run)) for run in runs)
 
 
 def _test_size(split: str) -> int | None:
