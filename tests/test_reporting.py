@@ -132,9 +132,8 @@ def test_sweeps_merge_into_one_report_that_says_what_it_merged(tiny_sweep, tmp_p
     header = (tmp_path / "picked" / "summary.md").read_text().split("##")[0]
     assert "Merged from 2 sweeps" in header
     assert f"`{tmp_path / 'b'}`: 2 runs (jobs 1, 3 of it), `python train.py -m " in header
-    assert (
-        "Jobs 2 of a; 1, 3 of b ran in a process" in (tmp_path / "picked" / "summary.md").read_text()
-    )  # by their sweep
+    picked_summary = (tmp_path / "picked" / "summary.md").read_text()
+    assert "Jobs 2 of a; 1, 3 of b ran in a process" in picked_summary  # by their sweep
     refused = run_script("report.py", str(tmp_path / "a"), str(tmp_path / "b"))
     assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1] == (
         "error: merging several sweeps needs a folder for their report. Fix: --out DIR"
